@@ -1,0 +1,1 @@
+"""Registers the CPU platform, engine and rollout with veRL."""

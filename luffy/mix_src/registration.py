@@ -1,0 +1,1 @@
+"""Registers LUFFY algorithm pieces (advantage estimator, agent loop) with veRL."""
