@@ -1,0 +1,548 @@
+"""LUFFY's core algorithms: split GRPO advantages and the mixed on/off-policy token loss.
+
+Two pure-torch functions that the LUFFY trainer calls directly:
+
+* :func:`compute_grpo_outcome_advantage_split` - group-normalised outcome advantages where the
+  group statistics may come from every member (LUFFY's recipe) or from the on-policy members only.
+* :func:`compute_token_on_off_policy_loss` - PPO-clipped loss on on-policy tokens plus an unclipped,
+  optionally shaped importance-sampling loss on off-policy (guidance) tokens.
+
+Both work on CPU and GPU, accept float32/bfloat16 inputs and compute in float32 (float64 inputs stay
+float64). Neither is registered with veRL's policy-loss registry: that registry's callables never see
+the off-policy mask, so the trainer calls these functions itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import numpy as np
+import torch
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "ACCEPTED_RESHAPES",
+    "LOSS_METRIC_KEYS",
+    "STATS_FROM_CHOICES",
+    "compute_grpo_outcome_advantage_split",
+    "compute_token_on_off_policy_loss",
+    "validate_reshape",
+]
+
+# Names accepted by ``on_policy_reshape`` / ``off_policy_reshape``. The last entry is a pattern: any
+# ``p_div_p_<gamma>`` with a positive finite number, e.g. ``p_div_p_0.1`` (LUFFY's recipe).
+ACCEPTED_RESHAPES: tuple[str, ...] = ("no_reshape", "logp", "p_logp", "square_root", "pow", "p_div_p_<gamma>")
+_P_DIV_P_PREFIX = "p_div_p_"
+
+# Accepted values of ``stats_from`` in the advantage estimator.
+STATS_FROM_CHOICES: tuple[str, ...] = ("all", "on_policy")
+
+# Same bound as veRL's PPO loss: log-ratios are clamped to [-20, 20] before ``exp``.
+_LOG_RATIO_CLAMP = 20.0
+# Floor for ``target_probs`` so that ``p / target_probs`` stays finite.
+_TARGET_PROB_FLOOR = 1e-12
+
+
+def validate_reshape(name: str) -> tuple[str, float | None]:
+    """Check a reshape name and parse it.
+
+    Args:
+        name: one of :data:`ACCEPTED_RESHAPES`; ``p_div_p_<gamma>`` takes any positive finite gamma.
+
+    Returns:
+        ``(kind, gamma)``: ``kind`` is the name without its number (``"p_div_p"`` for the pattern) and
+        ``gamma`` the parsed number for ``p_div_p``, otherwise ``None``.
+
+    Raises:
+        ValueError: for any other name, listing the accepted forms.
+    """
+    if isinstance(name, str):
+        if name in ACCEPTED_RESHAPES[:-1]:
+            return name, None
+        if name.startswith(_P_DIV_P_PREFIX):
+            try:
+                gamma = float(name[len(_P_DIV_P_PREFIX) :])
+            except ValueError:
+                gamma = float("nan")
+            if math.isfinite(gamma) and gamma > 0:
+                return "p_div_p", gamma
+    raise ValueError(
+        f"Invalid reshape {name!r}; accepted: {', '.join(ACCEPTED_RESHAPES)} "
+        "(gamma a positive number, e.g. 'p_div_p_0.1')"
+    )
+
+
+def _compute_dtype(t: torch.Tensor) -> torch.dtype:
+    return torch.float64 if t.dtype == torch.float64 else torch.float32
+
+
+def _group_ids(index: Any, batch_size: int, device: torch.device) -> torch.Tensor:
+    """Map arbitrary group labels (numpy array of str/object/int, list, or tensor) to ids 0..G-1."""
+    if isinstance(index, torch.Tensor):
+        flat = index.reshape(-1)
+        if len(flat) != batch_size:
+            raise ValueError(f"index has {len(flat)} entries but the batch has {batch_size} samples")
+        return torch.unique(flat, return_inverse=True)[1].to(device=device, dtype=torch.long)
+    arr = np.asarray(index)
+    if arr.ndim != 1 or arr.shape[0] != batch_size:
+        raise ValueError(f"index must be 1-D with {batch_size} entries, got shape {arr.shape}")
+    try:
+        inverse = np.unique(arr, return_inverse=True)[1]
+    except TypeError:
+        # Mixed, unorderable labels: hash-based factorisation (a mapping, not arithmetic).
+        logger.debug("group labels are not orderable; grouping them by hash")
+        ids: dict[Any, int] = {}
+        inverse = np.fromiter((ids.setdefault(x, len(ids)) for x in arr.tolist()), np.int64, len(arr))
+    return torch.as_tensor(inverse.reshape(-1), dtype=torch.long, device=device)
+
+
+def compute_grpo_outcome_advantage_split(
+    token_level_rewards: torch.Tensor,
+    response_mask: torch.Tensor,
+    index: Any,
+    off_policy_mask: torch.Tensor | None = None,
+    epsilon: float = 1e-6,
+    norm_adv_by_std: bool = True,
+    stats_from: str = "all",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """GRPO outcome advantages with a choice of which group members supply the statistics.
+
+    For sample ``i`` in group ``g`` (samples sharing the same ``index`` entry, i.e. the prompt uid)::
+
+        s_i   = sum_t token_level_rewards[i, t]
+        S_g   = members of g used for statistics: all of them (stats_from="all", LUFFY's recipe)
+                or the on-policy ones only (stats_from="on_policy")
+        mu_g  = mean(s_j, j in S_g)
+        sd_g  = unbiased sample std of s_j, j in S_g   (torch.std default)
+        A_i   = (s_i - mu_g) / (sd_g + epsilon)         if norm_adv_by_std else  s_i - mu_g
+
+    Every member of the group (off-policy ones included) is normalised by the same ``mu_g, sd_g``.
+    Degenerate groups:
+
+    * ``|S_g| == 1``: ``mu_g = 0, sd_g = 1`` exactly as veRL's ``compute_grpo_outcome_advantage`` does,
+      so ``A_i = s_i / (1 + epsilon)``.
+    * ``|S_g| == 0`` (``"on_policy"`` and a group made only of off-policy samples): the same fallback
+      ``mu_g = 0, sd_g = 1``.
+    * ``|S_g| >= 2`` and all those scores equal (``sd_g = 0``): ``mu_g`` is that common score (exactly,
+      without rounding) and ``sd_g = 1``, as LUFFY's original split estimator does. The statistics
+      members then get exactly 0 (veRL gets ``0 / epsilon = 0`` too); under ``"on_policy"`` an
+      off-policy member with a different score gets ``(s_i - mu_g) / (1 + epsilon)`` instead of a
+      ``1 / epsilon``-sized blow-up.
+
+    With ``stats_from="all"`` and no off-policy sample this reproduces veRL's ``grpo`` estimator.
+
+    Args:
+        token_level_rewards: ``(batch_size, response_length)`` rewards; only their row sums matter.
+        response_mask: ``(batch_size, response_length)`` 1 on response tokens.
+        index: ``(batch_size,)`` group labels: numpy array of str/object (veRL's ``uid``), ints, list
+            or an integer tensor.
+        off_policy_mask: ``(batch_size,)`` or ``(batch_size, response_length)``; a sample is off-policy
+            if any of its entries is true. ``None`` means all on-policy.
+        epsilon: added to the std before dividing.
+        norm_adv_by_std: divide by ``sd_g + epsilon`` (GRPO) or not (Dr. GRPO).
+        stats_from: ``"all"`` or ``"on_policy"``.
+
+    Returns:
+        ``(advantages, returns)``, both ``(batch_size, response_length)`` with the same values: ``A_i``
+        broadcast over the response and zero where ``response_mask`` is 0.
+    """
+    if stats_from not in STATS_FROM_CHOICES:
+        raise ValueError(f"stats_from must be one of {STATS_FROM_CHOICES}, got {stats_from!r}")
+    if token_level_rewards.dim() != 2:
+        raise ValueError(f"token_level_rewards must be 2-D, got shape {tuple(token_level_rewards.shape)}")
+    if response_mask.shape != token_level_rewards.shape:
+        raise ValueError(
+            f"response_mask shape {tuple(response_mask.shape)} != token_level_rewards shape "
+            f"{tuple(token_level_rewards.shape)}"
+        )
+    bsz = token_level_rewards.shape[0]
+    device = token_level_rewards.device
+    out_dtype = token_level_rewards.dtype if token_level_rewards.is_floating_point() else torch.float32
+    cdt = _compute_dtype(token_level_rewards)
+
+    with torch.no_grad():
+        gid = _group_ids(index, bsz, device)  # (B,)
+        # s_i = sum_t r_it
+        scores = token_level_rewards.to(cdt).sum(dim=-1)  # (B,)
+
+        # w_i = 1 if sample i supplies statistics for its group
+        if stats_from == "all" or off_policy_mask is None:
+            weights = torch.ones(bsz, dtype=cdt, device=device)  # (B,)
+        else:
+            off = _per_sample_off_mask(off_policy_mask, token_level_rewards.shape)  # (B,)
+            weights = (~off).to(cdt)  # (B,)
+
+        n_groups = int(gid.max().item()) + 1 if bsz > 0 else 0
+        # n_g = sum_{i in g} w_i ; mu_g = sum_{i in g} w_i s_i / n_g
+        count = torch.zeros(n_groups, dtype=cdt, device=device).index_add_(0, gid, weights)  # (G,)
+        total = torch.zeros(n_groups, dtype=cdt, device=device).index_add_(0, gid, weights * scores)  # (G,)
+        mean = total / count.clamp(min=1.0)  # (G,)
+        # sd_g^2 = sum_{i in g} w_i (s_i - mu_g)^2 / (n_g - 1)   (two-pass, unbiased)
+        centred = scores - mean[gid]  # (B,)
+        sq = torch.zeros(n_groups, dtype=cdt, device=device).index_add_(0, gid, weights * centred * centred)
+        std = (sq / (count - 1.0).clamp(min=1.0)).sqrt()  # (G,)
+        # statistics samples all equal (sd_g = 0): mu_g = that value exactly, sd_g = 1
+        used = weights > 0  # (B,)
+        inf = torch.tensor(float("inf"), dtype=cdt, device=device)
+        gmax = torch.full((n_groups,), -inf, dtype=cdt, device=device).scatter_reduce_(
+            0, gid, torch.where(used, scores, -inf), reduce="amax"
+        )  # (G,)
+        gmin = torch.full((n_groups,), inf, dtype=cdt, device=device).scatter_reduce_(
+            0, gid, torch.where(used, scores, inf), reduce="amin"
+        )  # (G,)
+        constant = gmax == gmin  # (G,)
+        mean = torch.where(constant, gmax, mean)
+        std = torch.where(constant, torch.ones_like(std), std)
+        # groups with fewer than two statistics samples: mu_g = 0, sd_g = 1
+        few = count < 2  # (G,)
+        mean = torch.where(few, torch.zeros_like(mean), mean)
+        std = torch.where(few, torch.ones_like(std), std)
+
+        # A_i = (s_i - mu_g) / (sd_g + eps)   or   s_i - mu_g
+        adv = scores - mean[gid]  # (B,)
+        if norm_adv_by_std:
+            adv = adv / (std[gid] + epsilon)
+        advantages = (adv.unsqueeze(-1) * response_mask.to(cdt)).to(out_dtype)  # (B, T)
+    return advantages, advantages
+
+
+def _per_sample_off_mask(off_policy_mask: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """(B,) bool: a sample is off-policy if any of its entries is set."""
+    bsz = shape[0]
+    if off_policy_mask.dim() == 1 and off_policy_mask.shape[0] == bsz:
+        return off_policy_mask.to(device=off_policy_mask.device).bool()
+    if off_policy_mask.dim() == 2 and tuple(off_policy_mask.shape) == tuple(shape):
+        return off_policy_mask.bool().any(dim=-1)
+    raise ValueError(f"off_policy_mask must have shape ({bsz},) or {tuple(shape)}, got {tuple(off_policy_mask.shape)}")
+
+
+def _on_policy_ratio(
+    kind: str,
+    gamma: float | None,
+    d: torch.Tensor,
+    inside: torch.Tensor,
+    p: torch.Tensor,
+    old_log_prob: torch.Tensor,
+    weight: float,
+    exp_: float,
+) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    """Shaped on-policy ratio g and dg/dlog_prob, both (B, T), from the clamped log-ratio d.
+
+    The third value tells whether dg still has to be zeroed where the log-ratio clamp was active
+    (``inside`` false); for ``p_div_p`` that is already folded into dg.
+    """
+    if kind == "no_reshape":
+        # g = e^d ; g' = e^d
+        g = d.exp()
+        return g, g, True
+    if kind == "logp":
+        # g = d ; g' = 1
+        return d, torch.ones_like(d), True
+    if kind == "p_logp":
+        # g = e^d + w d ; g' = e^d + w
+        e = d.exp()
+        return e + weight * d, e.add_(weight), True
+    if kind == "square_root":
+        # g = sqrt(e^d) = e^(d/2) ; g' = g / 2
+        g = (0.5 * d).exp()
+        return g, 0.5 * g, True
+    if kind == "pow":
+        # g = (e^d)^k = e^(k d) ; g' = k g
+        g = (exp_ * d).exp()
+        return g, exp_ * g, True
+    # p_div_p: g = f(p)/f(p_old), f(x) = x/(x+G), evaluated as e^d (p_old + G) / (p + G) (finite when p_old
+    # underflows); g' = g (1[inside] - p/(p+G)), i.e. g G/(p+G) where the log-ratio clamp is inactive
+    inv = 1.0 / (p + gamma)  # (B, T)
+    g = d.exp() * (old_log_prob.exp() + gamma) * inv  # (B, T)
+    dg = g * (inside.to(g.dtype) - p * inv)  # (B, T)
+    return g, dg, False
+
+
+def _off_policy_ratio(
+    kind: str, gamma: float | None, log_q: torch.Tensor, q: torch.Tensor, weight: float, exp_: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Shaped off-policy ratio h(q), q = exp(log_q), and dh/dlog_q (= h'(q) q), both (B, T)."""
+    if kind == "no_reshape":
+        # h = q ; dh/dlog q = q
+        return q, q
+    if kind == "logp":
+        # h = w log q ; dh/dlog q = w
+        return weight * log_q, torch.full_like(log_q, weight)
+    if kind == "p_logp":
+        # h = w log q + q ; dh/dlog q = w + q
+        return weight * log_q + q, q + weight
+    if kind == "square_root":
+        # h = q^(1/2) ; dh/dlog q = h / 2
+        h = (0.5 * log_q).exp()
+        return h, 0.5 * h
+    if kind == "pow":
+        # h = q^k ; dh/dlog q = k h
+        h = (exp_ * log_q).exp()
+        return h, exp_ * h
+    # p_div_p: h = q/(q+G) ; dh/dlog q = q G/(q+G)^2 = h G/(q+G)
+    inv = 1.0 / (q + gamma)  # (B, T)
+    h = q * inv  # (B, T)
+    return h, h * gamma * inv
+
+
+class _PrecomputedGradLoss(torch.autograd.Function):
+    """Scalar loss whose gradient w.r.t. ``log_prob`` was computed analytically in the forward pass.
+
+    Saves one (B, T) tensor instead of every intermediate of the elementwise graph; gradients reach
+    ``log_prob`` only.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, log_prob: torch.Tensor, loss: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(grad)
+        ctx.in_dtype = log_prob.dtype
+        return loss.clone()
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        (grad,) = ctx.saved_tensors
+        return (grad * grad_out).to(ctx.in_dtype), None, None
+
+
+def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """sum(a * b) over all elements without materialising the product."""
+    return torch.dot(a.reshape(-1), b.reshape(-1))
+
+
+def compute_token_on_off_policy_loss(
+    old_log_prob: torch.Tensor,
+    log_prob: torch.Tensor,
+    advantages: torch.Tensor,
+    response_mask: torch.Tensor,
+    off_policy_mask: torch.Tensor,
+    cliprange: float = 0.2,
+    clip_upper_bound: float | None = None,
+    off_policy_reshape: str = "no_reshape",
+    off_policy_reshape_weight: float = 1.0,
+    off_policy_reshape_pow_exp: float = 0.5,
+    on_policy_reshape: str = "no_reshape",
+    on_policy_reshape_weight: float = 1.0,
+    on_policy_reshape_pow_exp: float = 0.5,
+    off_max_clip: float | None = None,
+    off_min_clip: float | None = None,
+    all_max_clip: float | None = None,
+    target_probs: torch.Tensor | None = None,
+    loss_remove_token_mean: bool = False,
+    loss_remove_clip: bool = False,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """LUFFY's mixed policy loss: PPO on on-policy tokens, shaped importance sampling on off-policy ones.
+
+    All tensors are ``(batch_size, response_length)``; ``off_policy_mask`` may also be ``(batch_size,)``.
+
+    On-policy tokens (``off_policy_mask == 0``), with ``d = clamp(log p - log p_old, -20, 20)``::
+
+        g = e^d                      no_reshape
+            d                        logp
+            e^d + w d                p_logp        (w = on_policy_reshape_weight)
+            e^(d/2)                  square_root
+            e^(k d)                  pow           (k = on_policy_reshape_pow_exp)
+            f(p) / f(p_old)          p_div_p_G     f(x) = x / (x + G), evaluated as e^d (p_old+G)/(p+G)
+        L = max(-A g, -A clamp(g, 1 - cliprange, hi)),  hi = max(clip_upper_bound, 1 + cliprange)
+        (L = -A g when loss_remove_clip)
+
+    Off-policy tokens (``off_policy_mask == 1``): the behaviour probability is taken as 1, so the
+    ratio is ``q = p = exp(log p)`` (``q = p / target_probs`` when ``target_probs`` is given), and::
+
+        h = q | w log q | w log q + q | sqrt(q) | q^k | q / (q + G)      (same names, off_policy_* knobs)
+        h <- clamp(h, off_min_clip, off_max_clip)                         (each bound optional)
+        L = -A h                                                          (never PPO-clipped)
+
+    ``all_max_clip``: tokens with current probability ``p > all_max_clip`` (either kind) are dropped
+    from the loss and from its normaliser. With ``m`` the resulting mask (response_mask, minus those)::
+
+        loss = sum_{b,t} m L / sum_{b,t} m      (token mean; 0 when no token is left)
+        loss = sum_{b,t} m L / T                (loss_remove_token_mean, T = response_length columns;
+                                                 as LUFFY's original: summed over the micro-batch,
+                                                 not divided by the number of sequences)
+
+    Gradients flow to ``log_prob`` only (``old_log_prob``, ``advantages`` and ``target_probs`` are
+    treated as constants); the gradient is computed analytically and matches autograd of the formulas
+    above. Inputs must be finite; log-probabilities down to -1e4 give finite results.
+
+    Args:
+        old_log_prob: ``(batch_size, response_length)`` log-probs of the rollout (behaviour) policy.
+        log_prob: ``(batch_size, response_length)`` log-probs of the current policy.
+        advantages: ``(batch_size, response_length)``.
+        response_mask: ``(batch_size, response_length)`` 1 on response tokens.
+        off_policy_mask: ``(batch_size, response_length)`` or ``(batch_size,)``; 1 on off-policy tokens.
+        cliprange: PPO epsilon.
+        clip_upper_bound: optional larger upper clip bound for the on-policy ratio.
+        off_policy_reshape, on_policy_reshape: one of :data:`ACCEPTED_RESHAPES`.
+        off_policy_reshape_weight, on_policy_reshape_weight: ``w`` of ``logp``/``p_logp``.
+        off_policy_reshape_pow_exp, on_policy_reshape_pow_exp: ``k`` of ``pow``.
+        off_max_clip, off_min_clip: bounds on the shaped off-policy ratio.
+        all_max_clip: drop tokens whose current probability exceeds this.
+        target_probs: ``(batch_size, response_length)`` probabilities of the off-policy tokens under the
+            policy that produced them (floored at 1e-12); the shaping then applies to ``p / target_probs``.
+        loss_remove_token_mean: divide by ``response_length`` instead of the token count.
+        loss_remove_clip: no PPO clip on on-policy tokens.
+
+    Returns:
+        ``(loss, metrics)``: ``loss`` a 0-dim float32 tensor (float64 for float64 inputs);
+        ``metrics`` maps the names in :data:`LOSS_METRIC_KEYS` to detached 0-dim tensors, all taken over
+        the tokens left after ``all_max_clip``: ``pg_loss`` (the loss), ``on_pg_loss`` / ``off_pg_loss``
+        (sum of L over on / off tokens divided by their count), ``on_pg_clipfrac`` (on tokens whose
+        clipped term is strictly larger), ``ppo_kl`` (mean of ``-d`` over on tokens), ``off_ratio_mean``
+        (mean clamped shaped ratio h), ``off_ratio_max_clip_frac`` / ``off_ratio_min_clip_frac`` (off
+        tokens where h was above / below the bound), ``off_policy_prob`` (mean p over off tokens),
+        ``on_policy_prob`` (mean p_old over on tokens), ``on_token_count``, ``off_token_count``.
+        Averages over an empty set of tokens are 0.
+    """
+    try:
+        off_kind, off_gamma = validate_reshape(off_policy_reshape)
+    except ValueError as err:
+        raise ValueError(f"off_policy_reshape: {err}") from None
+    try:
+        on_kind, on_gamma = validate_reshape(on_policy_reshape)
+    except ValueError as err:
+        raise ValueError(f"on_policy_reshape: {err}") from None
+    shape = log_prob.shape
+    if log_prob.dim() != 2:
+        raise ValueError(f"log_prob must be (batch_size, response_length), got {tuple(shape)}")
+    for name, t in (
+        ("old_log_prob", old_log_prob),
+        ("advantages", advantages),
+        ("response_mask", response_mask),
+    ):
+        if t.shape != shape:
+            raise ValueError(f"{name} shape {tuple(t.shape)} != log_prob shape {tuple(shape)}")
+    if target_probs is not None and target_probs.shape != shape:
+        raise ValueError(f"target_probs shape {tuple(target_probs.shape)} != log_prob shape {tuple(shape)}")
+    if off_policy_mask.shape != shape and tuple(off_policy_mask.shape) != (shape[0],):
+        raise ValueError(
+            f"off_policy_mask must have shape {tuple(shape)} or ({shape[0]},), got {tuple(off_policy_mask.shape)}"
+        )
+    if cliprange < 0:
+        raise ValueError(f"cliprange must be >= 0, got {cliprange}")
+
+    cdt = _compute_dtype(log_prob)
+    need_grad = torch.is_grad_enabled() and log_prob.requires_grad
+    with torch.no_grad():
+        lp = log_prob.detach().to(cdt)  # (B, T)
+        old = old_log_prob.detach().to(cdt)  # (B, T)
+        neg_adv = -advantages.detach().to(cdt)  # (B, T)
+        off = off_policy_mask.bool()
+        if off.dim() == 1:
+            off = off.unsqueeze(-1).expand(shape).contiguous()  # (B, T)
+        mask = response_mask.to(cdt)  # (B, T)
+        p = lp.exp()  # (B, T) current token probability
+
+        # ---- on-policy part ----
+        raw = lp - old  # (B, T)
+        # d = clamp(log p - log p_old, -20, 20); dd/dlog p = 1 where the clamp is inactive, else 0
+        d = raw.clamp(-_LOG_RATIO_CLAMP, _LOG_RATIO_CLAMP)  # (B, T)
+        inside = d == raw  # (B, T)
+        g, dg, fold_inside = _on_policy_ratio(
+            on_kind, on_gamma, d, inside, p, old, on_policy_reshape_weight, on_policy_reshape_pow_exp
+        )
+        on_no_grad = ~inside if fold_inside else None  # (B, T) tokens whose dL/dlog p is 0
+        if loss_remove_clip:
+            # L_on = -A g
+            on_loss = neg_adv * g  # (B, T)
+            on_clipped = None
+        else:
+            hi = 1.0 + cliprange if clip_upper_bound is None else max(clip_upper_bound, 1.0 + cliprange)
+            # L_on = max(-A g, -A clamp(g, 1 - eps, hi)); where the clipped term wins, dL/dlog p = 0
+            unclipped = neg_adv * g  # (B, T)
+            clipped_loss = neg_adv * g.clamp(1.0 - cliprange, hi)  # (B, T)
+            on_clipped = clipped_loss > unclipped  # (B, T)
+            on_loss = torch.maximum(unclipped, clipped_loss, out=unclipped)  # (B, T)
+            on_no_grad = on_clipped if on_no_grad is None else on_no_grad | on_clipped
+
+        # ---- off-policy part ----
+        if target_probs is None:
+            log_q, q = lp, p  # (B, T)
+        else:
+            # log q = log p - log target
+            log_q = lp - target_probs.detach().to(cdt).clamp(min=_TARGET_PROB_FLOOR).log()  # (B, T)
+            q = log_q.exp()  # (B, T)
+        h, dh = _off_policy_ratio(off_kind, off_gamma, log_q, q, off_policy_reshape_weight, off_policy_reshape_pow_exp)
+        over = under = off_no_grad = None
+        if off_max_clip is not None:
+            # h = min(h, off_max_clip); no gradient where it binds
+            over = h > off_max_clip  # (B, T)
+            h = h.clamp(max=off_max_clip)
+            off_no_grad = over
+        if off_min_clip is not None:
+            # h = max(h, off_min_clip)
+            under = h < off_min_clip  # (B, T)
+            h = h.clamp(min=off_min_clip)
+            off_no_grad = under if off_no_grad is None else off_no_grad | under
+
+        # per-token loss L = -A h (off) | L_on (on), and dL/dlog p = -A h' | -A g' (0 where clipped)
+        tok_loss = torch.where(off, neg_adv * h, on_loss)  # (B, T)
+
+        # ---- masks and normaliser ----
+        if all_max_clip is not None:
+            mask = mask.masked_fill(p > all_max_clip, 0.0)  # (B, T)
+        off_m = mask * off.to(cdt)  # (B, T)
+        on_m = mask - off_m  # (B, T)
+        n_on = on_m.sum()
+        n_off = off_m.sum()
+        on_sum = _dot(tok_loss, on_m)
+        off_sum = _dot(tok_loss, off_m)
+        if loss_remove_token_mean:
+            # loss = sum(m L) / T
+            norm = torch.tensor(float(shape[-1]), dtype=cdt, device=lp.device)
+        else:
+            # loss = sum(m L) / max(sum(m), 1)
+            norm = (n_on + n_off).clamp(min=1.0)
+        loss = (on_sum + off_sum) / norm
+
+        on_den = n_on.clamp(min=1.0)
+        off_den = n_off.clamp(min=1.0)
+        zero = torch.zeros((), dtype=cdt, device=lp.device)
+        metrics = {
+            "pg_loss": loss,
+            "on_pg_loss": on_sum / on_den,
+            "off_pg_loss": off_sum / off_den,
+            "on_pg_clipfrac": zero if on_clipped is None else _dot(on_clipped.to(cdt), on_m) / on_den,
+            # ppo_kl = mean over on-policy tokens of (log p_old - log p), clamped as veRL does
+            "ppo_kl": -_dot(d, on_m) / on_den,
+            "off_ratio_mean": _dot(h, off_m) / off_den,
+            "off_ratio_max_clip_frac": zero if over is None else _dot(over.to(cdt), off_m) / off_den,
+            "off_ratio_min_clip_frac": zero if under is None else _dot(under.to(cdt), off_m) / off_den,
+            "off_policy_prob": _dot(p, off_m) / off_den,
+            "on_policy_prob": _dot(old.exp(), on_m) / on_den,
+            "on_token_count": n_on,
+            "off_token_count": n_off,
+        }
+        if need_grad:
+            # dloss/dlog p = m (-A) (h' | g') / normaliser, zero where a clip binds
+            if on_no_grad is not None and off_no_grad is not None:
+                no_grad = torch.where(off, off_no_grad, on_no_grad)  # (B, T)
+            elif on_no_grad is not None:
+                no_grad = on_no_grad & ~off  # (B, T)
+            else:
+                no_grad = off_no_grad if off_no_grad is None else off_no_grad & off  # (B, T)
+            grad_mask = mask if no_grad is None else mask.masked_fill(no_grad, 0.0)  # (B, T)
+            grad = torch.where(off, dh, dg).mul_(neg_adv).mul_(grad_mask).div_(norm)  # (B, T)
+
+    if need_grad:
+        loss = _PrecomputedGradLoss.apply(log_prob, loss, grad)
+    return loss, metrics
+
+
+# Keys of the metrics dict returned by compute_token_on_off_policy_loss.
+LOSS_METRIC_KEYS: tuple[str, ...] = (
+    "pg_loss",
+    "on_pg_loss",
+    "off_pg_loss",
+    "on_pg_clipfrac",
+    "ppo_kl",
+    "off_ratio_mean",
+    "off_ratio_max_clip_frac",
+    "off_ratio_min_clip_frac",
+    "off_policy_prob",
+    "on_policy_prob",
+    "on_token_count",
+    "off_token_count",
+)
