@@ -1,0 +1,159 @@
+"""Generate, score and summarise responses on evaluation sets (resumable).
+
+Examples::
+
+    python eval_scripts/generate_vllm.py --model_path MODEL --input_file valid.all.parquet \
+        --output_file results/model.jsonl --template own --n 8 --temperature 0.6
+    python eval_scripts/generate_vllm.py --engine hf --model_path TINY --input_file eval_sample.jsonl \
+        --output_file /tmp/out.jsonl --max_tokens 16
+
+Each finished problem is appended to ``--output_file`` as one JSON line and flushed; rerunning with the
+same output skips problems already there, so an interrupted run loses nothing. At the end the summary
+over the whole output file is printed and written as JSON and CSV.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+import _bootstrap  # noqa: F401
+from tqdm import tqdm
+
+from luffy.evaluation.data import EvalDataError, EvalProblem, load_problems
+from luffy.evaluation.engines import SamplingConfig, make_engine, render_prompt
+from luffy.evaluation.results import ResultsFileError, ResultWriter, read_results
+from luffy.evaluation.summary import format_table, summarize, write_summary
+from luffy.prompts import TEMPLATES
+from luffy.scoring import score_responses
+from luffy.scoring.choice import count_choices
+
+logger = logging.getLogger("generate_vllm")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line arguments."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model_path", required=True, help="local model directory (or name known to the engine)")
+    p.add_argument("--input_file", required=True, help="evaluation parquet (veRL schema) or jsonl")
+    p.add_argument("--output_file", required=True, help="results jsonl (appended to; existing problems are skipped)")
+    p.add_argument("--template", default="own", choices=TEMPLATES, help="prompt template (default: own)")
+    p.add_argument("--remove_system", action="store_true", help="drop the template's system turn")
+    p.add_argument("--temperature", type=float, default=0.6)
+    p.add_argument("--top_p", type=float, default=0.95)
+    p.add_argument("--max_tokens", type=int, default=8192, help="max new tokens per response")
+    p.add_argument("--n", type=int, default=1, help="responses per problem")
+    p.add_argument("--tensor_parallel_size", type=int, default=1)
+    p.add_argument("--max_model_len", type=int, default=None, help="context length (prompt + response)")
+    p.add_argument("--seed", type=int, default=42, help="base seed; problem i uses seed + i")
+    p.add_argument("--data_sources", nargs="+", default=None, help="only these data_source values")
+    p.add_argument("--limit", type=int, default=None, help="at most this many problems in total")
+    p.add_argument("--limit_per_source", type=int, default=None, help="at most this many problems per source")
+    p.add_argument("--cpu_threads", type=int, default=None, help="torch CPU threads for --engine hf")
+    p.add_argument("--engine", default="auto", choices=("auto", "vllm", "hf"), help="auto: vLLM when installed")
+    p.add_argument("--batch_size", type=int, default=256, help="problems per engine call (written after each)")
+    p.add_argument("--summary_out", default=None, help="summary JSON (default: OUTPUT.summary.json; CSV beside it)")
+    p.add_argument("--no_progress", action="store_true", help="hide the progress bar")
+    args = p.parse_args(argv)
+    for name in ("limit", "limit_per_source", "batch_size", "max_model_len"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            p.error(f"--{name} must be >= 1")
+    return args
+
+
+def build_record(problem: EvalProblem, prompt: str, samples: list[tuple[str, int]], args: argparse.Namespace) -> dict:
+    """The output line for one problem: prompt, responses, extracted answers and verdicts."""
+    responses = [text for text, _ in samples]
+    extra: dict = {"multiple_choice": problem.multiple_choice}
+    n_choices = len(problem.choices) if problem.choices else count_choices(problem.question)
+    if problem.multiple_choice and n_choices:
+        extra["n_choices"] = n_choices
+    scores = score_responses(problem.data_source, responses, problem.answer, extra)
+    return {
+        "id": problem.uid,
+        "index": problem.index,
+        "data_source": problem.data_source,
+        "question": problem.question,
+        "prompt": prompt,
+        "answer": problem.answer,
+        "multiple_choice": problem.multiple_choice,
+        "n_choices": extra.get("n_choices"),
+        "responses": responses,
+        "response_lengths": [n_tok for _, n_tok in samples],
+        "extracted": [s.pred for s in scores],
+        "correct": [s.correct for s in scores],
+        "template": args.template,
+        "model_path": args.model_path,
+    }
+
+
+def summary_paths(output_file: Path, summary_out: str | None) -> tuple[Path, Path]:
+    """JSON and CSV summary paths."""
+    json_path = Path(summary_out) if summary_out else output_file.with_suffix(".summary.json")
+    return json_path, json_path.with_suffix(".csv")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Generate for every unfinished problem, then summarise the output file."""
+    output = Path(args.output_file)
+    sampling = SamplingConfig(args.n, args.temperature, args.top_p, args.max_tokens, args.seed)
+    problems = load_problems(args.input_file, args.data_sources, args.limit, args.limit_per_source)
+    done = {r.get("id") for r in read_results(output, repair_torn_tail=True)}
+    todo = [p for p in problems if p.uid not in done]
+    logger.info(
+        "%d problems selected, %d already in %s, %d to generate",
+        len(problems),
+        len(problems) - len(todo),
+        output,
+        len(todo),
+    )
+    if todo:
+        engine = make_engine(
+            args.engine, args.model_path, args.tensor_parallel_size, args.max_model_len, args.seed, args.cpu_threads
+        )
+        bar = tqdm(total=len(todo), desc="problems", disable=args.no_progress, file=sys.stderr)
+        with ResultWriter(output) as writer:
+            for start in range(0, len(todo), args.batch_size):
+                batch = todo[start : start + args.batch_size]
+                prompts = [
+                    render_prompt(engine.tokenizer, p.question, args.template, args.remove_system) for p in batch
+                ]
+                seeds = [args.seed + p.index for p in batch]
+                if engine.streams_per_prompt:
+                    # Write each problem as soon as it is done (the HF engine works prompt by prompt).
+                    for problem, prompt, seed in zip(batch, prompts, seeds):
+                        samples = engine.generate([prompt], sampling, [seed])[0]
+                        writer.write(build_record(problem, prompt, samples, args))
+                        bar.update(1)
+                else:
+                    outputs = engine.generate(prompts, sampling, seeds)
+                    for problem, prompt, samples in zip(batch, prompts, outputs):
+                        writer.write(build_record(problem, prompt, samples, args))
+                        bar.update(1)
+        bar.close()
+    wanted = {p.uid for p in problems}
+    records = [r for r in read_results(output) if r.get("id") in wanted]
+    summary = summarize(records)
+    json_path, csv_path = summary_paths(output, args.summary_out)
+    write_summary(summary, json_path, csv_path)
+    print(format_table(summary))
+    print(f"\nresults: {output}\nsummary: {json_path} and {csv_path}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit status."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = parse_args(argv)
+    try:
+        return run(args)
+    except (EvalDataError, ResultsFileError, FileNotFoundError, ValueError, RuntimeError) as exc:
+        logger.error("%s", exc)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

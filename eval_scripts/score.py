@@ -1,0 +1,134 @@
+"""Re-score result files and summarise them per data source.
+
+Accepts the generator's output and any jsonl whose lines carry at least ``data_source``, ``answer``
+(or ``ground_truth``) and ``responses`` (a list of strings, or one string). Answers are extracted and
+verified again with ``luffy.scoring`` (math-verify, or option letters for multiple choice).
+
+Example::
+
+    python eval_scripts/score.py results/model.jsonl --summary_out results/model.summary.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import _bootstrap  # noqa: F401
+from tqdm import tqdm
+
+from luffy.evaluation.summary import format_table, summarize, write_summary
+from luffy.scoring import score_responses
+
+logger = logging.getLogger("score")
+
+
+class BadLineError(ValueError):
+    """A results line that cannot be scored."""
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line arguments."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("results", nargs="+", help="results jsonl file(s); their problems are pooled")
+    p.add_argument("--summary_out", default=None, help="summary JSON (default: FIRST.summary.json; CSV beside it)")
+    p.add_argument("--rescored_out", default=None, help="also write the re-scored lines to this jsonl")
+    p.add_argument("--skip_bad", action="store_true", help="skip (and count) bad lines instead of failing")
+    p.add_argument("--no_progress", action="store_true", help="hide the progress bar")
+    return p.parse_args(argv)
+
+
+def normalize_line(row: Any, where: str) -> dict[str, Any]:
+    """Check one input line and return the fields scoring needs."""
+    if not isinstance(row, dict):
+        raise BadLineError(f"{where}: expected a JSON object")
+    if "data_source" not in row:
+        raise BadLineError(f"{where}: missing 'data_source'")
+    answer = row.get("answer", row.get("ground_truth"))
+    if answer is None and isinstance(row.get("reward_model"), dict):
+        answer = row["reward_model"].get("ground_truth")
+    if answer is None:
+        raise BadLineError(f"{where}: missing 'answer' (or 'ground_truth')")
+    responses = row.get("responses", row.get("response"))
+    if isinstance(responses, str):
+        responses = [responses]
+    if not isinstance(responses, list) or not responses or not all(isinstance(r, str) for r in responses):
+        raise BadLineError(f"{where}: 'responses' must be a non-empty list of strings")
+    out = dict(row)
+    out.update(data_source=str(row["data_source"]), answer=str(answer), responses=responses)
+    return out
+
+
+def score_line(row: dict[str, Any]) -> dict[str, Any]:
+    """Add ``extracted`` and ``correct`` to a normalised line."""
+    extra = {key: row[key] for key in ("multiple_choice", "n_choices", "choices") if row.get(key) is not None}
+    scores = score_responses(row["data_source"], row["responses"], row["answer"], extra or None)
+    row["extracted"] = [s.pred for s in scores]
+    row["correct"] = [s.correct for s in scores]
+    return row
+
+
+def read_lines(path: Path, skip_bad: bool) -> tuple[list[dict[str, Any]], int]:
+    """Normalised lines of ``path`` and the number of bad lines skipped."""
+    rows, bad = [], 0
+    with path.open(encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            where = f"{path}:{lineno}"
+            try:
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise BadLineError(f"{where}: not valid JSON ({exc.msg})") from exc
+                rows.append(normalize_line(row, where))
+            except BadLineError as exc:
+                if not skip_bad:
+                    raise
+                bad += 1
+                logger.warning("skipping %s", exc)
+    return rows, bad
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit status."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = parse_args(argv)
+    rows: list[dict[str, Any]] = []
+    bad = 0
+    try:
+        for name in args.results:
+            path = Path(name)
+            if not path.is_file():
+                raise BadLineError(f"results file not found: {path}")
+            file_rows, file_bad = read_lines(path, args.skip_bad)
+            rows += file_rows
+            bad += file_bad
+    except BadLineError as exc:
+        logger.error("%s (use --skip_bad to skip bad lines)", exc)
+        return 2
+    if bad:
+        logger.warning("skipped %d bad line(s)", bad)
+    if not rows:
+        logger.error("no scorable lines in %s", ", ".join(args.results))
+        return 2
+    scored = [score_line(r) for r in tqdm(rows, desc="scoring", disable=args.no_progress, file=sys.stderr)]
+    if args.rescored_out:
+        with open(args.rescored_out, "w", encoding="utf-8") as fh:
+            for r in scored:
+                fh.write(json.dumps(r, ensure_ascii=False) + "\n")
+    summary = summarize(scored)
+    json_path = Path(args.summary_out) if args.summary_out else Path(args.results[0]).with_suffix(".summary.json")
+    csv_path = json_path.with_suffix(".csv")
+    write_summary(summary, json_path, csv_path)
+    print(format_table(summary))
+    print(f"\nsummary: {json_path} and {csv_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

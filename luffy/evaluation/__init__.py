@@ -1,0 +1,1 @@
+"""Evaluation support for ``eval_scripts/``: input loading, engines, resumable results, summaries."""

@@ -1,0 +1,193 @@
+"""Generation back ends: vLLM when installed, a transformers ``generate`` fallback otherwise.
+
+Both take fully rendered prompt strings (chat template already applied, see :func:`render_prompt`)
+and return, per prompt, ``n`` samples as ``(text, n_tokens)``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from luffy.prompts import build_messages
+
+logger = logging.getLogger(__name__)
+
+Sample = tuple[str, int]
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """Sampling settings shared by the engines."""
+
+    n: int = 1
+    temperature: float = 0.6
+    top_p: float = 0.95
+    max_tokens: int = 8192
+    seed: int = 42
+
+    def __post_init__(self) -> None:
+        if self.n < 1:
+            raise ValueError(f"--n must be >= 1, got {self.n}")
+        if self.temperature < 0:
+            raise ValueError(f"--temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"--top_p must be in (0, 1], got {self.top_p}")
+        if self.max_tokens < 1:
+            raise ValueError(f"--max_tokens must be >= 1, got {self.max_tokens}")
+
+
+class Engine(Protocol):
+    """What the scripts need from a back end."""
+
+    tokenizer: Any
+    streams_per_prompt: bool
+    """True when prompts are generated one by one (results can be written per prompt)."""
+
+    def generate(self, prompts: list[str], sampling: SamplingConfig, seeds: list[int]) -> list[list[Sample]]:
+        """``n`` samples for each prompt; ``seeds[i]`` seeds prompt ``i``."""
+        ...
+
+
+def render_prompt(tokenizer: Any, question: str, template: str, remove_system: bool = False) -> str:
+    """Prompt text for ``question``: the chat template applied to the template's messages.
+
+    ``template="no"`` returns the bare question (no chat template).
+    """
+    if template == "no":
+        return question
+    messages = build_messages(question, template, remove_system=remove_system)
+    if getattr(tokenizer, "chat_template", None) is None:
+        raise ValueError(f"the tokenizer has no chat template; use --template no for template {template!r}")
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+def vllm_available() -> bool:
+    """True when the ``vllm`` package can be imported."""
+    return importlib.util.find_spec("vllm") is not None
+
+
+class VLLMEngine:
+    """vLLM offline engine (``vllm.LLM`` + ``SamplingParams``)."""
+
+    streams_per_prompt = False
+
+    def __init__(
+        self, model_path: str, tensor_parallel_size: int = 1, max_model_len: int | None = None, seed: int = 42
+    ):
+        from vllm import LLM
+
+        kwargs: dict[str, Any] = {"model": model_path, "tensor_parallel_size": tensor_parallel_size, "seed": seed}
+        if max_model_len:
+            kwargs["max_model_len"] = max_model_len
+        self.llm = LLM(**kwargs)
+        self.tokenizer = self.llm.get_tokenizer()
+
+    def generate(self, prompts: list[str], sampling: SamplingConfig, seeds: list[int]) -> list[list[Sample]]:
+        from vllm import SamplingParams
+
+        # A seed per request keeps each problem's samples reproducible when a run is resumed.
+        params = [
+            SamplingParams(
+                n=sampling.n,
+                temperature=sampling.temperature,
+                top_p=sampling.top_p,
+                max_tokens=sampling.max_tokens,
+                seed=seed,
+            )
+            for seed in seeds
+        ]
+        outputs = self.llm.generate(prompts, params, use_tqdm=False)
+        return [[(o.text, len(o.token_ids)) for o in out.outputs] for out in outputs]
+
+
+class HFEngine:
+    """transformers ``generate`` on CPU (or one GPU); slow, meant for tests and tiny models."""
+
+    streams_per_prompt = True
+
+    def __init__(
+        self,
+        model_path: str,
+        max_model_len: int | None = None,
+        device: str | None = None,
+        cpu_threads: int | None = None,
+    ):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.torch = torch
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.tokenizer = AutoTokenizer.from_pretrained(model_path)
+        dtype = torch.bfloat16 if self.device.startswith("cuda") else torch.float32
+        self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype).to(self.device).eval()
+        self.max_model_len = max_model_len
+        self.cpu_threads = cpu_threads
+
+    def generate(self, prompts: list[str], sampling: SamplingConfig, seeds: list[int]) -> list[list[Sample]]:
+        torch = self.torch
+        results: list[list[Sample]] = []
+        previous_threads = torch.get_num_threads()
+        if self.cpu_threads:
+            torch.set_num_threads(self.cpu_threads)
+        try:
+            for prompt, seed in zip(prompts, seeds):
+                results.append(self._generate_one(prompt, seed, sampling))
+        finally:
+            torch.set_num_threads(previous_threads)
+        return results
+
+    def _generate_one(self, prompt: str, seed: int, sampling: SamplingConfig) -> list[Sample]:
+        """``sampling.n`` samples for one prompt."""
+        torch = self.torch
+        tok = self.tokenizer
+        eos = tok.eos_token_id
+        pad = tok.pad_token_id if tok.pad_token_id is not None else eos
+        ids = tok(prompt, return_tensors="pt", add_special_tokens=False)["input_ids"].to(self.device)
+        max_new = sampling.max_tokens
+        if self.max_model_len:
+            max_new = min(max_new, self.max_model_len - ids.shape[1])
+            if max_new < 1:
+                logger.warning("prompt of %d tokens leaves no room under max_model_len", ids.shape[1])
+                return [("", 0)] * sampling.n
+        torch.manual_seed(seed)
+        do_sample = sampling.temperature > 0
+        gen_kwargs: dict[str, Any] = {"max_new_tokens": max_new, "do_sample": do_sample, "pad_token_id": pad}
+        if do_sample:
+            gen_kwargs.update(temperature=sampling.temperature, top_p=sampling.top_p)
+        gen_kwargs["num_return_sequences"] = sampling.n if do_sample else 1
+        with torch.no_grad():
+            out = self.model.generate(ids, attention_mask=torch.ones_like(ids), **gen_kwargs)
+        samples: list[Sample] = []
+        for seq in out[:, ids.shape[1] :].tolist():
+            if eos is not None and eos in seq:
+                seq = seq[: seq.index(eos) + 1]
+            samples.append((tok.decode(seq, skip_special_tokens=True), len(seq)))
+        return samples if do_sample else samples * sampling.n
+
+
+def make_engine(
+    engine: str,
+    model_path: str,
+    tensor_parallel_size: int = 1,
+    max_model_len: int | None = None,
+    seed: int = 42,
+    cpu_threads: int | None = None,
+) -> Engine:
+    """Build the engine named ``engine`` (``vllm``, ``hf`` or ``auto``: vLLM when installed).
+
+    ``cpu_threads`` caps torch's CPU threads during HF generation (tiny models on a busy machine run
+    far faster with 1).
+    """
+    if engine == "auto":
+        engine = "vllm" if vllm_available() else "hf"
+        logger.info("engine auto -> %s", engine)
+    if engine == "vllm":
+        if not vllm_available():
+            raise RuntimeError("vLLM is not installed; install it or pass --engine hf")
+        return VLLMEngine(model_path, tensor_parallel_size, max_model_len, seed)
+    if engine == "hf":
+        return HFEngine(model_path, max_model_len, cpu_threads=cpu_threads)
+    raise ValueError(f"unknown engine {engine!r}; choose vllm, hf or auto")

@@ -1,0 +1,111 @@
+"""Per-data-source metrics over scored results, as a table, JSON and CSV."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from luffy.scoring.metrics import majority_vote, pass_at_k
+
+ALL = "all"
+
+
+def _ks(n: int) -> list[int]:
+    """pass@k values reported for ``n`` samples: 1, 2, 4, ... up to n, plus n itself."""
+    ks, k = [], 1
+    while k <= n:
+        ks.append(k)
+        k *= 2
+    if n >= 1 and ks[-1] != n:
+        ks.append(n)
+    return ks
+
+
+def summarize_group(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Metrics for one group of scored records (each with ``correct`` and ``extracted`` lists)."""
+    n_min = min(len(r["correct"]) for r in records)
+    n_max = max(len(r["correct"]) for r in records)
+    flat = [bool(c) for r in records for c in r["correct"]]
+    out: dict[str, Any] = {
+        "n_problems": len(records),
+        "n": n_min if n_min == n_max else f"{n_min}-{n_max}",
+        "n_responses": len(flat),
+        "avg@n": sum(flat) / len(flat) if flat else 0.0,
+    }
+    for k in _ks(n_min):
+        out[f"pass@{k}"] = sum(pass_at_k(len(r["correct"]), sum(map(bool, r["correct"])), k) for r in records) / len(
+            records
+        )
+    out["maj@n"] = sum(majority_vote(r["extracted"], r["correct"]) for r in records) / len(records)
+    out["answered"] = sum(p is not None for r in records for p in r["extracted"]) / max(len(flat), 1)
+    chars = [len(x) for r in records for x in r.get("responses", [])]
+    out["mean_response_chars"] = sum(chars) / len(chars) if chars else 0.0
+    tokens = [t for r in records for t in (r.get("response_lengths") or [])]
+    if tokens:
+        out["mean_response_tokens"] = sum(tokens) / len(tokens)
+    return out
+
+
+def summarize(records: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Summary per ``data_source`` (sorted) and over all problems pooled (key ``"all"``).
+
+    Records with no responses are ignored.
+    """
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for r in records:
+        if r.get("correct"):
+            groups.setdefault(str(r["data_source"]), []).append(r)
+    summary = {ds: summarize_group(groups[ds]) for ds in sorted(groups)}
+    pooled = [r for ds in sorted(groups) for r in groups[ds]]
+    if pooled:
+        summary[ALL] = summarize_group(pooled)
+    return summary
+
+
+def _columns(summary: dict[str, dict[str, Any]]) -> list[str]:
+    cols: list[str] = []
+    for row in summary.values():
+        for key in row:
+            if key not in cols:
+                cols.append(key)
+    return cols
+
+
+def format_table(summary: dict[str, dict[str, Any]]) -> str:
+    """Fixed-width text table; rates shown as percentages."""
+    cols = _columns(summary)
+    header = ["data_source", *cols]
+    rows = []
+    for ds, metrics in summary.items():
+        cells = [ds]
+        for c in cols:
+            v = metrics.get(c, "")
+            if isinstance(v, float) and (c.startswith(("avg@", "pass@", "maj@")) or c == "answered"):
+                cells.append(f"{100 * v:.1f}")
+            elif isinstance(v, float):
+                cells.append(f"{v:.1f}")
+            else:
+                cells.append(str(v))
+        rows.append(cells)
+    widths = [max(len(x) for x in col) for col in zip(header, *rows)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths))]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
+    return "\n".join(lines)
+
+
+def write_summary(summary: dict[str, dict[str, Any]], json_path: str | Path, csv_path: str | Path | None) -> None:
+    """Write the summary as JSON (``{data_source: metrics}``) and, if asked, as CSV (one row each)."""
+    json_path = Path(json_path)
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    if csv_path is not None:
+        cols = _columns(summary)
+        with Path(csv_path).open("w", newline="", encoding="utf-8") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["data_source", *cols])
+            for ds, metrics in summary.items():
+                writer.writerow([ds, *(metrics.get(c, "") for c in cols)])

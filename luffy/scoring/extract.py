@@ -1,0 +1,107 @@
+"""Final-answer extraction from model responses (pure string work, nothing is evaluated).
+
+Only the tail of a response is searched (``MAX_SEARCH_CHARS``) and an extracted answer longer than
+``MAX_ANSWER_CHARS`` is rejected, so a huge response costs linear time and never reaches the
+symbolic verifier.
+"""
+
+from __future__ import annotations
+
+import re
+
+MAX_SEARCH_CHARS = 16_000
+"""Only this many trailing characters of a response are searched for the final answer."""
+
+MAX_ANSWER_CHARS = 512
+"""Extracted answers longer than this are treated as missing."""
+
+_BOXED_RE = re.compile(r"\\(?:boxed|fbox)\s*\{")
+_PLAIN_RE = re.compile(
+    r"(?:final\s+answer|the\s+answer)\s*(?:is|:|=)\s*:?\s*(.+)|^\s*\**answer\**\s*:\s*\**\s*(.+)",
+    re.IGNORECASE | re.MULTILINE,
+)
+
+
+def tail(text: str, limit: int = MAX_SEARCH_CHARS) -> str:
+    """Return the last ``limit`` characters of ``text``."""
+    return text[-limit:] if len(text) > limit else text
+
+
+def after_think(text: str) -> str:
+    """Return the part after the last ``</think>`` (the whole text when there is none)."""
+    idx = text.rfind("</think>")
+    return text[idx + len("</think>") :] if idx >= 0 else text
+
+
+def last_boxed(text: str) -> str | None:
+    """Content of the last complete ``\\boxed{...}`` (or ``\\fbox{...}``); None if there is none.
+
+    An unterminated last box is skipped in favour of the previous complete one.
+    """
+    starts = [m.end() for m in _BOXED_RE.finditer(text)]
+    for start in reversed(starts):
+        depth = 1
+        i = start
+        n = len(text)
+        while i < n:
+            ch = text[i]
+            if ch == "\\" and i + 1 < n and text[i + 1] in "{}":
+                i += 2
+                continue
+            if ch == "{":
+                depth += 1
+            elif ch == "}":
+                depth -= 1
+                if depth == 0:
+                    return text[start:i].strip()
+            i += 1
+    return None
+
+
+def _clean_plain(answer: str) -> str:
+    """Trim decoration around a plain-text final answer ("$5$.", "**5**")."""
+    answer = answer.strip().strip("*").strip()
+    answer = re.sub(r"[.\s]+$", "", answer)
+    if answer.startswith("$") and answer.count("$") >= 2:
+        answer = answer[1 : answer.index("$", 1)]
+    elif answer.startswith("\\(") and "\\)" in answer:
+        answer = answer[2 : answer.index("\\)")]
+    elif answer.startswith("\\[") and "\\]" in answer:
+        answer = answer[2 : answer.index("\\]")]
+    return answer.strip().rstrip(".").strip()
+
+
+def extract_math_answer(response: str) -> str | None:
+    """Extract the final answer of a math response.
+
+    Order: the last ``\\boxed{}`` in the response tail; otherwise the last plain statement
+    ("The answer is 5", "Final answer: 5", a line "Answer: 5"). Returns None when nothing is found
+    or the answer is implausibly long.
+    """
+    if not response:
+        return None
+    text = tail(response)
+    boxed = last_boxed(text)
+    if boxed is not None:
+        return boxed if 0 < len(boxed) <= MAX_ANSWER_CHARS else None
+    matches = list(_PLAIN_RE.finditer(after_think(text)))
+    if not matches:
+        return None
+    last = matches[-1]
+    answer = _clean_plain(last.group(1) or last.group(2) or "")
+    if not answer or len(answer) > MAX_ANSWER_CHARS:
+        return None
+    return answer
+
+
+def normalize_answer(answer: str) -> str:
+    """Cheap canonical form used for the fast path and for majority voting."""
+    s = answer.strip()
+    s = re.sub(r"\\(?:left|right|displaystyle|!|,|;|:)", "", s)
+    s = s.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")
+    s = re.sub(r"\\text\{\s*\}", "", s)
+    s = re.sub(r"\s+", "", s)
+    s = s.rstrip(".")
+    if s.startswith("$") and s.endswith("$") and len(s) >= 2:
+        s = s.strip("$")
+    return s
