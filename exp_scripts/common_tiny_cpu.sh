@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Settings every tiny CPU run of veRL's V1 trainer needs. Source it (`source exp_scripts/common_tiny_cpu.sh`)
+# BEFORE anything starts Ray: the exports reach Ray's workers only if set before `ray.init`.
+# Then pass "${CPU_ARGS[@]}" to the hydra entry point, before run-specific overrides.
+# Sizes can be overridden from the environment (e.g. NUM_RANKS=2).
+
+# veRL picks its platform once per process: luffy's "cpu" platform (device "cpu", gloo collectives).
+export VERL_PLATFORM=cpu
+# Every veRL process (driver, task runner, workers, servers) imports luffy's registrations.
+export VERL_USE_EXTERNAL_MODULES=luffy.plugin
+# Quiet, single-threaded helpers on a small shared machine.
+export TOKENIZERS_PARALLELISM=false
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
+export RAY_DEDUP_LOGS=0
+export HYDRA_FULL_ERROR=1
+export VERL_LOGGING_LEVEL="${VERL_LOGGING_LEVEL:-WARN}"
+
+NUM_RANKS="${NUM_RANKS:-1}"          # training ranks = logical GPUs = rollout replicas (tp 1)
+RAY_NUM_CPUS="${RAY_NUM_CPUS:-16}"   # logical: each rank's bundle asks for 3, TransferQueue and the task runner for more
+
+CPU_ARGS=(
+  # Ray: logical resources (no GPU exists; veRL counts Ray "GPU"s to place ranks)
+  "+ray_kwargs.ray_init.num_cpus=${RAY_NUM_CPUS}"
+  "+ray_kwargs.ray_init.num_gpus=${NUM_RANKS}"
+  "trainer.nnodes=1"
+  "trainer.n_gpus_per_node=${NUM_RANKS}"
+  "trainer.device=cpu"
+  # V1 trainer (veRL's default) in sync mode; TransferQueue with one storage actor (default 8 reserve CPUs)
+  "trainer.use_v1=true"
+  "trainer.v1.trainer_mode=sync"
+  "transfer_queue.backend.SimpleStorage.num_data_storage_units=1"
+  # poll TransferQueue every 50 ms instead of veRL's fixed 2 s while generation runs
+  "trainer.v1.sampler.custom_sampler.path=pkg://luffy.cpu.replay_buffer"
+  "trainer.v1.sampler.custom_sampler.name=FastPollReplayBuffer"
+  "+trainer.v1.sampler.sampler_kwargs.poll_interval_s=0.05"
+  # training engine: FSDP2 (FSDP1 hard-codes GPU placement), fp32, sdpa attention, no compile;
+  # remove-padding works on CPU but made the actor update ~2x slower
+  "actor_rollout_ref.actor.strategy=fsdp2"
+  "actor_rollout_ref.ref.strategy=fsdp2"
+  "actor_rollout_ref.actor.fsdp_config.dtype=float32"
+  "actor_rollout_ref.actor.use_torch_compile=false"
+  "+actor_rollout_ref.model.override_config.attn_implementation=sdpa"
+  "actor_rollout_ref.model.use_remove_padding=false"
+  "actor_rollout_ref.model.enable_gradient_checkpointing=false"
+  # rollout: luffy's transformers server, one replica per rank, full-weight sync every step
+  "actor_rollout_ref.rollout.name=hf_cpu"
+  "actor_rollout_ref.rollout.mode=async"
+  "actor_rollout_ref.rollout.tensor_model_parallel_size=1"
+  "actor_rollout_ref.rollout.checkpoint_engine.backend=naive"
+  "actor_rollout_ref.rollout.agent.num_workers=1"
+  "reward.num_workers=1"
+  "data.dataloader_num_workers=0"
+  # no reference model on CPU (its forward-only engine pins memory): no KL loss, no KL in reward
+  "actor_rollout_ref.actor.use_kl_loss=false"
+  "algorithm.use_kl_in_reward=false"
+  # tiny batches
+  "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=4"
+  "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=4"
+  "trainer.logger=[console]"
+  "trainer.save_freq=-1"
+)

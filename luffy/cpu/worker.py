@@ -1,0 +1,57 @@
+"""Process-group setup that veRL's workers need on a CPU-only machine.
+
+veRL's ``TrainingWorker`` starts the default process group with the backend string
+``f"cpu:gloo,{device}:{backend}"`` (``verl/utils/distributed.py``
+``initialize_global_process_group_ray``); on the CPU platform that reads ``cpu:gloo,cpu:gloo`` and
+torch rejects the duplicate device. No platform method changes that string, but veRL skips its own
+init when a default group already exists, so a worker that starts a plain ``gloo`` group first
+clears it. ``CpuActorRolloutRefWorker`` is veRL's ``ActorRolloutRefWorker`` doing exactly that.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from datetime import timedelta
+
+import torch.distributed as dist
+from verl.workers.engine_workers import ActorRolloutRefWorker
+
+from luffy.cpu.names import PLATFORM_NAME
+
+logger = logging.getLogger(__name__)
+
+
+def cpu_platform_selected() -> bool:
+    """True when veRL's platform in this process is luffy's ``cpu`` platform."""
+    from verl.utils.device import get_device_name
+
+    return get_device_name() == PLATFORM_NAME
+
+
+def prepare_cpu_process_group() -> None:
+    """Start a plain ``gloo`` default process group when the platform is ``cpu`` (idempotent).
+
+    Uses the variables Ray's worker group sets for every rank (``RANK``, ``WORLD_SIZE``,
+    ``MASTER_ADDR``, ``MASTER_PORT``). A no-op on any other platform or when a default group exists;
+    call it before veRL's worker ``__init__`` builds its engines.
+    """
+    if dist.is_initialized() or not cpu_platform_selected():
+        return
+    rank, world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    dist.init_process_group(
+        backend="gloo",
+        rank=rank,
+        world_size=world_size,
+        timeout=timedelta(hours=10),
+        init_method=os.environ.get("DIST_INIT_METHOD"),
+    )
+    logger.info("started gloo process group: rank %d of %d", rank, world_size)
+
+
+class CpuActorRolloutRefWorker(ActorRolloutRefWorker):
+    """veRL's ``ActorRolloutRefWorker`` that starts its process group as ``gloo`` first."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        prepare_cpu_process_group()
+        super().__init__(*args, **kwargs)
