@@ -1,0 +1,188 @@
+"""Read training/evaluation input into numbered rows, whatever its container.
+
+Supported inputs:
+
+- a ``.parquet`` file, or a folder of ``*.parquet`` files (read in name order);
+- a ``.jsonl`` file (one JSON object per line; a line that is not a JSON object becomes an
+  ``UnreadableRow`` carrying the reason, so one bad line does not lose the file);
+- a ``.json`` file holding a list of objects, a ``{column: [values]}`` mapping, or JSON lines;
+- a folder written by ``datasets.Dataset.save_to_disk`` (or a ``DatasetDict``: its ``train`` split);
+- a hub dataset name (``owner/name``), loaded with ``datasets.load_dataset(name, split="train")``.
+  Without network this fails with one ``LuffyDataError`` line saying what to do instead.
+
+Rows are numbered from 0 in input order; that number is what reports and skip logs cite. Columnar
+containers (parquet, saved datasets) cannot tell an absent key from a null value: both read as
+``None``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from luffy.data.errors import LuffyDataError
+
+logger = logging.getLogger(__name__)
+
+_HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+#: Columns the normalisation reads; columnar inputs load only these (raw OpenR1 files also carry
+#: large columns such as ``solution`` or ``messages`` that preparation never looks at).
+USED_COLUMNS = frozenset(
+    {
+        "problem",
+        "question",
+        "answer",
+        "choices",
+        "generations",
+        "correctness_math_verify",
+        "uuid",
+        "source",
+        "data_source",
+        "prompt",
+        "target",
+        "ability",
+        "reward_model",
+        "extra_info",
+    }
+)
+
+
+def _used(names: list[str]) -> list[str]:
+    """The input's columns that preparation reads, in file order (all of them if none match)."""
+    used = [n for n in names if n in USED_COLUMNS]
+    return used or names
+
+
+@dataclass(frozen=True)
+class UnreadableRow:
+    """Stands in for a row that could not be parsed; ``reason`` says why."""
+
+    reason: str
+
+
+@dataclass
+class RowSource:
+    """Rows of one input. ``rows`` yields dicts (or ``UnreadableRow``) in input order."""
+
+    description: str
+    num_rows: int | None
+    rows: Iterator[dict[str, Any] | UnreadableRow]
+
+
+def _arrow_rows(table: Any, batch_size: int = 2048) -> Iterator[dict[str, Any]]:
+    """Rows of a pyarrow table, converted to python objects one batch at a time."""
+    for batch in table.to_batches(max_chunksize=batch_size):
+        yield from batch.to_pylist()
+
+
+def _jsonl_rows(path: Path) -> Iterator[dict[str, Any] | UnreadableRow]:
+    with path.open("r", encoding="utf-8") as handle:
+        for line_no, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                yield UnreadableRow(f"line {line_no} is not valid JSON ({err.msg})")
+                continue
+            yield row if isinstance(row, dict) else UnreadableRow(f"line {line_no} is not a JSON object")
+
+
+def _count_lines(path: Path) -> int:
+    with path.open("rb") as handle:
+        return sum(1 for line in handle if line.strip())
+
+
+def _json_rows(path: Path) -> RowSource:
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        return RowSource(f"JSON lines file {path}", _count_lines(path), _jsonl_rows(path))
+    if isinstance(data, dict) and data and all(isinstance(v, list) for v in data.values()):
+        lengths = {len(v) for v in data.values()}
+        if len(lengths) != 1:
+            raise LuffyDataError(f"{path}: columns have different lengths {sorted(lengths)}")
+        n = lengths.pop()
+        rows = [{k: data[k][i] for k in data} for i in range(n)]
+    elif isinstance(data, list):
+        rows = [
+            r if isinstance(r, dict) else UnreadableRow(f"item {i} is not a JSON object") for i, r in enumerate(data)
+        ]
+    else:
+        raise LuffyDataError(f"{path}: expected a list of objects or a {{column: [values]}} mapping")
+    return RowSource(f"JSON file {path}", len(rows), iter(rows))
+
+
+def _parquet_source(paths: list[Path], description: str) -> RowSource:
+    import pyarrow.parquet as pq
+
+    files = [pq.ParquetFile(p) for p in paths]
+    total = sum(f.metadata.num_rows for f in files)
+
+    def rows() -> Iterator[dict[str, Any]]:
+        for f in files:
+            columns = _used(f.schema_arrow.names)
+            for batch in f.iter_batches(batch_size=2048, columns=columns):
+                yield from batch.to_pylist()
+
+    return RowSource(description, total, rows())
+
+
+def _dataset_source(dataset: Any, description: str) -> RowSource:
+    """A ``datasets.Dataset`` (or the ``train`` split of a ``DatasetDict``) as rows."""
+    if hasattr(dataset, "keys") and not hasattr(dataset, "features"):
+        if "train" not in dataset:
+            raise LuffyDataError(f"{description}: no 'train' split (found {', '.join(dataset.keys())})")
+        dataset = dataset["train"]
+    table = dataset.with_format("arrow")[:]
+    table = table.select(_used(table.column_names))
+    return RowSource(description, len(dataset), _arrow_rows(table))
+
+
+def _hub_source(name: str) -> RowSource:
+    try:
+        import datasets
+
+        dataset = datasets.load_dataset(name, split="train")
+    except Exception as err:  # network, offline mode, missing repo: one clear line for the CLI
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise LuffyDataError(
+            f"could not load hub dataset {name!r} ({type(err).__name__}: {first}); "
+            "without network, download it elsewhere and pass the local file or folder with --input"
+        ) from None
+    return _dataset_source(dataset, f"hub dataset {name}")
+
+
+def open_rows(source: str | Path) -> RowSource:
+    """Open any supported input (see the module docstring) as numbered rows."""
+    path = Path(source).expanduser()
+    if path.is_dir():
+        if (path / "dataset_info.json").exists() or (path / "state.json").exists() or (
+            path / "dataset_dict.json"
+        ).exists():
+            import datasets
+
+            return _dataset_source(datasets.load_from_disk(str(path)), f"saved dataset {path}")
+        parquet = sorted(path.glob("*.parquet"))
+        if parquet:
+            return _parquet_source(parquet, f"{len(parquet)} parquet file(s) in {path}")
+        raise LuffyDataError(f"{path} holds neither a saved dataset nor parquet files")
+    if path.is_file():
+        suffix = path.suffix.lower()
+        if suffix == ".parquet":
+            return _parquet_source([path], f"parquet file {path}")
+        if suffix == ".jsonl":
+            return RowSource(f"JSON lines file {path}", _count_lines(path), _jsonl_rows(path))
+        if suffix == ".json":
+            return _json_rows(path)
+        raise LuffyDataError(f"{path}: unsupported file type {suffix!r} (use .parquet, .jsonl or .json)")
+    if _HUB_NAME.match(str(source)):
+        return _hub_source(str(source))
+    raise LuffyDataError(f"input {str(source)!r} is neither an existing file/folder nor a hub dataset name")
