@@ -1,0 +1,105 @@
+"""Plot a training run's curves from veRL's metrics JSONL (``trainer.logger`` with ``file``).
+
+Each line of the file is ``{"step": int, "data": {metric: value, ...}}``. Several files (a run and
+its resumes) are merged by step, later files winning. Four panels: reward of on- vs off-policy samples,
+the actor's probability of off- vs on-policy tokens, entropy, response length.
+
+    python exp_scripts/plot_metrics.py metrics.jsonl [more.jsonl ...] --out figures/run.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+PANELS: list[tuple[str, list[tuple[str, str]]]] = [
+    (
+        "reward",
+        [
+            ("luffy/reward_on_policy", "on-policy"),
+            ("luffy/reward_off_policy", "off-policy"),
+            ("critic/score/mean", "all samples"),
+        ],
+    ),
+    (
+        "token probability under the actor (before the update)",
+        [("luffy/off_policy_prob", "off-policy tokens"), ("luffy/on_policy_prob", "on-policy tokens")],
+    ),
+    (
+        "entropy",
+        [
+            ("luffy/entropy_on_policy", "on-policy"),
+            ("luffy/entropy_off_policy", "off-policy"),
+            ("actor/entropy", "all tokens"),
+        ],
+    ),
+    ("response length", [("response_length/mean", "mean"), ("response_length/max", "max")]),
+]
+
+
+def read_metrics(paths: list[Path]) -> dict[int, dict[str, float]]:
+    """Metrics by step from one or more JSONL files (later files override earlier ones)."""
+    by_step: dict[int, dict[str, float]] = {}
+    for path in paths:
+        for line_no, line in enumerate(path.read_text().splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise SystemExit(f"{path}:{line_no}: not JSON ({err})") from None
+            values = {k: v for k, v in record.get("data", {}).items() if isinstance(v, int | float)}
+            by_step.setdefault(int(record["step"]), {}).update(values)
+    return by_step
+
+
+def plot(by_step: dict[int, dict[str, float]], out: Path, title: str) -> int:
+    """Draw the panels into ``out``; returns the number of curves drawn."""
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7))
+    drawn = 0
+    for ax, (panel, series) in zip(axes.flat, PANELS):
+        for key, label in series:
+            points = [(s, m[key]) for s, m in sorted(by_step.items()) if key in m and math.isfinite(m[key])]
+            if points:
+                steps, values = zip(*points)
+                ax.plot(steps, values, marker="o", label=label)
+                drawn += 1
+        ax.set_title(panel)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return drawn
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("metrics", nargs="+", type=Path, help="metrics JSONL file(s) of one run")
+    parser.add_argument("--out", type=Path, default=Path("figures/metrics.png"), help="PNG to write")
+    parser.add_argument("--title", default="training curves", help="figure title")
+    args = parser.parse_args(argv)
+    missing = [str(p) for p in args.metrics if not p.is_file()]
+    if missing:
+        raise SystemExit(f"metrics file(s) not found: {', '.join(missing)}")
+    by_step = read_metrics(args.metrics)
+    if not by_step:
+        raise SystemExit("no metrics in the given file(s)")
+    drawn = plot(by_step, args.out, args.title)
+    print(f"wrote {args.out} ({len(by_step)} steps, {drawn} curves)")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# LUFFY end to end on a CPU-only machine, in minutes: a tiny random-weight model, a handful of steps
+# (rollouts, off-policy mixing, rewards, mixed advantages, policy-shaped update), one validation,
+# metrics to the console and a JSONL file, a checkpoint, then a resume from it for one more step and a
+# PNG of the run's curves in figures/.
+#   exp_scripts/train_tiny_cpu.sh [extra hydra overrides]
+# Settings (environment): OUT_DIR, SAMPLE_JSONL, STEPS, BATCH, N, N_PREFIX, PROMPT_LEN, RESPONSE_LEN, LR,
+# FIGURE, RESUME (1: resume for one more step after the run; 0: skip), SAVE_FREQ and TEST_FREQ (default:
+# at the last step), DUMP_ROLLOUTS (1: write each step's samples to $OUT_DIR/rollouts/<step>.jsonl).
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "${REPO}"
+PYTHON="${PYTHON:-${REPO}/.venv/bin/python}"
+OUT_DIR="${OUT_DIR:-/tmp/luffy_tiny_cpu}"
+# OpenR1 sample beside the checkout; falls back to the tokenizer corpus built into luffy.tiny
+SAMPLE_JSONL="${SAMPLE_JSONL:-${REPO}/../shared/data/openr1_sample.jsonl}"
+MODEL_DIR="${MODEL_DIR:-${OUT_DIR}/tiny_model}"
+DATA_DIR="${DATA_DIR:-${OUT_DIR}/data}"
+STEPS="${STEPS:-3}"                 # training steps before the resume
+BATCH="${BATCH:-4}"                 # prompts per step
+N="${N:-4}"                         # samples per prompt ...
+N_PREFIX="${N_PREFIX:-1}"           # ... of which off-policy targets
+PROMPT_LEN="${PROMPT_LEN:-512}"
+RESPONSE_LEN="${RESPONSE_LEN:-256}"  # fits every sample trace whole, so targets earn their reward
+LR="${LR:-1e-3}"
+RESUME="${RESUME:-1}"
+SAVE_FREQ="${SAVE_FREQ:-${STEPS}}"
+TEST_FREQ="${TEST_FREQ:-${STEPS}}"
+DUMP_ROLLOUTS="${DUMP_ROLLOUTS:-1}"
+FIGURE="${FIGURE:-${REPO}/figures/tiny_cpu_luffy.png}"
+EXPERIMENT="${EXPERIMENT:-luffy_tiny_cpu}"
+
+# shellcheck source=exp_scripts/common_tiny_cpu.sh
+source "${REPO}/exp_scripts/common_tiny_cpu.sh"
+mkdir -p "${OUT_DIR}" "$(dirname "${FIGURE}")"
+
+corpus_args=()
+[[ -f "${SAMPLE_JSONL}" ]] && corpus_args=(--corpus "${SAMPLE_JSONL}")
+"${PYTHON}" -m luffy.tiny "${MODEL_DIR}" "${corpus_args[@]}"
+if [[ ! -f "${DATA_DIR}/train.parquet" ]]; then
+  "${PYTHON}" data/prepare_train.py --input "${SAMPLE_JSONL}" --output_dir "${DATA_DIR}" --no_progress
+fi
+
+rollout_dump=null
+[[ "${DUMP_ROLLOUTS}" == 1 ]] && rollout_dump="${OUT_DIR}/rollouts"
+
+# One LUFFY run; $1 = total steps, $2 = metrics JSONL, $3 = console log, then extra overrides.
+run_luffy() {
+  local total_steps="$1" metrics="$2" log="$3"
+  shift 3
+  VERL_FILE_LOGGER_PATH="${metrics}" "${PYTHON}" -m luffy.mix_src.main_mix_ppo \
+    "${CPU_ARGS[@]}" \
+    data.train_files="${DATA_DIR}/train.parquet" \
+    data.val_files="${DATA_DIR}/train.parquet" \
+    data.custom_cls.path=pkg://luffy.mix_src.dataset \
+    data.custom_cls.name=LuffyRLHFDataset \
+    data.train_batch_size="${BATCH}" \
+    data.val_batch_size="${BATCH}" \
+    data.max_prompt_length="${PROMPT_LEN}" \
+    data.max_response_length="${RESPONSE_LEN}" \
+    data.filter_overlong_prompts=true \
+    data.truncation=error \
+    actor_rollout_ref.model.path="${MODEL_DIR}" \
+    actor_rollout_ref.actor.optim.lr="${LR}" \
+    actor_rollout_ref.actor.ppo_mini_batch_size="${BATCH}" \
+    actor_rollout_ref.actor.entropy_coeff=0.001 \
+    actor_rollout_ref.actor.off_policy_reshape=p_div_p_0.1 \
+    actor_rollout_ref.actor.loss_remove_token_mean=true \
+    actor_rollout_ref.actor.loss_remove_clip=true \
+    actor_rollout_ref.actor.checkpoint.save_contents='[model,optimizer,extra,hf_model]' \
+    actor_rollout_ref.actor.checkpoint.load_contents='[model,optimizer,extra]' \
+    actor_rollout_ref.rollout.n="${N}" \
+    actor_rollout_ref.rollout.n_prefix="${N_PREFIX}" \
+    actor_rollout_ref.rollout.max_prefix_len="${RESPONSE_LEN}" \
+    actor_rollout_ref.rollout.val_kwargs.n=1 \
+    algorithm.adv_estimator=grpo \
+    algorithm.grpo_use_std=false \
+    trainer.logger='[console,file]' \
+    trainer.val_before_train=false \
+    trainer.test_freq="${TEST_FREQ}" \
+    trainer.save_freq="${SAVE_FREQ}" \
+    trainer.resume_mode=auto \
+    trainer.total_training_steps="${total_steps}" \
+    trainer.rollout_data_dir="${rollout_dump}" \
+    trainer.project_name=luffy_cpu \
+    trainer.experiment_name="${EXPERIMENT}" \
+    trainer.default_local_dir="${OUT_DIR}/checkpoints" \
+    "$@" 2>&1 | tee "${log}"
+}
+
+rm -rf "${OUT_DIR}/checkpoints" "${OUT_DIR}/rollouts"
+run_luffy "${STEPS}" "${OUT_DIR}/metrics.jsonl" "${OUT_DIR}/train.log" "$@"
+metric_files=("${OUT_DIR}/metrics.jsonl")
+if [[ "${RESUME}" == 1 ]]; then
+  # same command, one step further: veRL's resume_mode=auto restores model, optimizer and data order
+  run_luffy "$((STEPS + 1))" "${OUT_DIR}/metrics_resume.jsonl" "${OUT_DIR}/resume.log" "$@"
+  metric_files+=("${OUT_DIR}/metrics_resume.jsonl")
+fi
+
+"${PYTHON}" exp_scripts/plot_metrics.py "${metric_files[@]}" --out "${FIGURE}" --title "LUFFY, tiny CPU run"
+"${PYTHON}" - "${OUT_DIR}/train.log" <<'PY'
+import re, sys
+times = [float(m) for m in re.findall(r"timing_s/step:([0-9.]+)", open(sys.argv[1]).read())]
+if not times:
+    sys.exit("no timing_s/step in the log: the run did not complete a step")
+warm = times[1:] or times
+print(f"steps: {len(times)}  first step: {times[0]:.2f} s  warm steps: mean {sum(warm) / len(warm):.2f} s "
+      f"(min {min(warm):.2f}, max {max(warm):.2f})")
+PY

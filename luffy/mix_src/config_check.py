@@ -1,0 +1,148 @@
+"""Early checks of LUFFY's config keys: each failure names the key, the rule and the accepted forms.
+
+:func:`check_luffy_config` runs on the composed hydra config in ``main_mix_ppo`` before Ray starts;
+the per-node checks also run in the dataclasses of :mod:`luffy.mix_src.mix_config`, so a worker that
+builds its config from an edited node fails the same way.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from luffy.mix_src.core_algos import validate_reshape
+from luffy.mix_src.prefix import PREFIX_STRATEGIES
+
+LUFFY_AGENT_LOOP = "luffy_mix_agent"
+ADV_ESTIMATORS = ("grpo", "grpo_split")
+RESHAPE_KEYS = ("off_policy_reshape", "on_policy_reshape")
+CLIP_KEYS = ("off_max_clip", "off_min_clip", "all_max_clip")
+
+
+def _get(node: Any, key: str) -> Any:
+    return node.get(key) if isinstance(node, Mapping) or hasattr(node, "get") else getattr(node, key)
+
+
+def _is_bool(value: Any) -> bool:
+    return isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def check_actor_keys(actor: Any, prefix: str = "actor_rollout_ref.actor") -> None:
+    """Validate LUFFY's loss keys on the actor node (DictConfig or dataclass).
+
+    Raises:
+        ValueError: naming the first bad key and its accepted values.
+    """
+    for key in RESHAPE_KEYS:
+        try:
+            validate_reshape(_get(actor, key))
+        except (ValueError, TypeError) as err:
+            raise ValueError(f"{prefix}.{key}: {err}") from None
+    for key in (
+        "off_policy_reshape_weight",
+        "on_policy_reshape_weight",
+        "off_policy_reshape_pow_exp",
+        "on_policy_reshape_pow_exp",
+    ):
+        if not _is_number(_get(actor, key)):
+            raise ValueError(f"{prefix}.{key}={_get(actor, key)!r} must be a finite number")
+    for key in CLIP_KEYS:
+        value = _get(actor, key)
+        if value is not None and not (_is_number(value) and value > 0):
+            raise ValueError(f"{prefix}.{key}={value!r} must be null (no clip) or a positive number")
+    off_min, off_max = _get(actor, "off_min_clip"), _get(actor, "off_max_clip")
+    if off_min is not None and off_max is not None and off_min > off_max:
+        raise ValueError(f"{prefix}.off_min_clip={off_min} must be <= {prefix}.off_max_clip={off_max}")
+    for key in ("loss_remove_token_mean", "loss_remove_clip"):
+        if not _is_bool(_get(actor, key)):
+            raise ValueError(f"{prefix}.{key}={_get(actor, key)!r} must be true or false")
+
+
+def check_rollout_keys(rollout: Any, prefix: str = "actor_rollout_ref.rollout") -> None:
+    """Validate LUFFY's mixing keys on the rollout node (DictConfig or dataclass).
+
+    Raises:
+        ValueError: naming the first bad key and its accepted values.
+    """
+    n, n_prefix = _get(rollout, "n"), _get(rollout, "n_prefix")
+    if not isinstance(n_prefix, int) or isinstance(n_prefix, bool) or n_prefix < 0:
+        raise ValueError(f"{prefix}.n_prefix={n_prefix!r} must be an integer >= 0 (0 = plain GRPO)")
+    if n_prefix >= n:
+        raise ValueError(
+            f"{prefix}.n_prefix={n_prefix} must be < {prefix}.n={n}; a group holds n - n_prefix "
+            "generated samples plus n_prefix off-policy targets"
+        )
+    strategy = _get(rollout, "prefix_strategy")
+    if strategy not in PREFIX_STRATEGIES:
+        raise ValueError(f"{prefix}.prefix_strategy={strategy!r}; accepted: {', '.join(PREFIX_STRATEGIES)}")
+    lo, hi = _get(rollout, "min_prefix_ratio"), _get(rollout, "max_prefix_ratio")
+    if not (_is_number(lo) and _is_number(hi) and 0.0 <= lo <= hi <= 1.0):
+        raise ValueError(
+            f"{prefix}.min_prefix_ratio={lo!r}, {prefix}.max_prefix_ratio={hi!r}: need "
+            "0 <= min_prefix_ratio <= max_prefix_ratio <= 1 (1.0 = whole trace)"
+        )
+    max_len = _get(rollout, "max_prefix_len")
+    if not isinstance(max_len, int) or isinstance(max_len, bool) or max_len < 1:
+        raise ValueError(f"{prefix}.max_prefix_len={max_len!r} must be a positive number of tokens")
+    if not _is_bool(_get(rollout, "prefix_share_across_samples")):
+        raise ValueError(f"{prefix}.prefix_share_across_samples must be true or false")
+
+
+def check_algorithm_keys(algorithm: Any, prefix: str = "algorithm") -> None:
+    """Validate ``grpo_use_std`` and its agreement with veRL's ``norm_adv_by_std_in_grpo``.
+
+    Raises:
+        ValueError: naming the key.
+    """
+    use_std = _get(algorithm, "grpo_use_std")
+    if not _is_bool(use_std):
+        raise ValueError(f"{prefix}.grpo_use_std={use_std!r} must be true or false")
+    if _get(algorithm, "norm_adv_by_std_in_grpo") != use_std:
+        raise ValueError(
+            f"{prefix}.norm_adv_by_std_in_grpo disagrees with {prefix}.grpo_use_std={use_std}; "
+            f"set {prefix}.grpo_use_std only (the veRL key follows it)"
+        )
+
+
+def check_luffy_config(config: Any) -> None:
+    """Validate every LUFFY key and the veRL settings LUFFY depends on, before anything starts.
+
+    Args:
+        config: the composed ``mix_ppo_trainer`` config (DictConfig).
+
+    Raises:
+        ValueError: naming the first bad key, the rule it broke and how to fix it.
+    """
+    arr = config.actor_rollout_ref
+    check_rollout_keys(arr.rollout)
+    check_actor_keys(arr.actor)
+    check_algorithm_keys(config.algorithm)
+    estimator = config.algorithm.adv_estimator
+    if estimator not in ADV_ESTIMATORS:
+        raise ValueError(
+            f"algorithm.adv_estimator={estimator!r}; LUFFY's trainer accepts {', '.join(ADV_ESTIMATORS)} "
+            "(grpo: statistics over the whole mixed group; grpo_split: from on-policy samples only)"
+        )
+    if not config.trainer.get("use_v1", True):
+        raise ValueError("trainer.use_v1=false: LUFFY runs on veRL's V1 trainer only; set trainer.use_v1=true")
+    mode = config.trainer.v1.trainer_mode
+    if mode != "sync":
+        raise ValueError(f"trainer.v1.trainer_mode={mode!r}: LUFFY's trainer replaces veRL's 'sync' trainer only")
+    if arr.rollout.n_prefix > 0:
+        agent = arr.rollout.agent.default_agent_loop
+        if agent != LUFFY_AGENT_LOOP:
+            raise ValueError(
+                f"actor_rollout_ref.rollout.agent.default_agent_loop={agent!r} would never inject off-policy "
+                f"targets; use {LUFFY_AGENT_LOOP!r} (or set actor_rollout_ref.rollout.n_prefix=0)"
+            )
+        corr = config.algorithm.get("rollout_correction") or {}
+        if corr.get("bypass_mode", False):
+            raise ValueError(
+                "algorithm.rollout_correction.bypass_mode=true uses rollout log-probs as old log-probs, but "
+                "off-policy targets have none; set it to false (the actor recomputes old log-probs)"
+            )

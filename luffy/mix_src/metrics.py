@@ -1,0 +1,73 @@
+"""Per-step LUFFY metrics on top of veRL's: how the mixed groups look before the update."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+
+import torch
+
+
+def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> float:
+    mask = mask.bool()
+    return float(values[mask].float().mean()) if mask.any() else float("nan")
+
+
+def compute_mix_metrics(
+    scores: torch.Tensor,
+    response_mask: torch.Tensor,
+    off_tokens: torch.Tensor,
+    off_samples: torch.Tensor,
+    uids: Sequence[str],
+    valid: torch.Tensor,
+    old_log_probs: torch.Tensor | None = None,
+    entropy: torch.Tensor | None = None,
+) -> dict[str, float]:
+    """Metrics of one training batch, split by on-/off-policy.
+
+    Args:
+        scores: ``(B,)`` sequence rewards.
+        response_mask: ``(B, T)`` response tokens.
+        off_tokens: ``(B, T)`` bool, off-policy (target) tokens.
+        off_samples: ``(B,)`` bool, samples in an off-policy slot.
+        uids: ``B`` group ids.
+        valid: ``(B,)`` bool, false for veRL's synthetic padding samples.
+        old_log_probs: ``(B, T)`` the actor's log-probs before the update (optional).
+        entropy: ``(B, T)`` the actor's token entropy before the update (optional).
+
+    Returns:
+        ``luffy/*`` floats: ``off_policy_token_share``, ``off_policy_sample_share``,
+        ``reward_on_policy``, ``reward_off_policy``, ``off_policy_prob``, ``on_policy_prob``,
+        ``entropy_on_policy``, ``entropy_off_policy``, ``groups_all_correct``, ``groups_all_wrong``
+        (the last two over each group's on-policy samples, "correct" meaning reward > 0).
+        Averages over an empty set are NaN.
+    """
+    valid = valid.bool()
+    mask = response_mask.bool() & valid.unsqueeze(1)  # (B, T)
+    off_t = off_tokens.bool() & mask  # (B, T)
+    on_t = mask & ~off_t  # (B, T)
+    off_s = off_samples.bool() & valid  # (B,)
+    on_s = ~off_samples.bool() & valid  # (B,)
+    metrics = {
+        "luffy/off_policy_token_share": float(off_t.sum()) / max(float(mask.sum()), 1.0),
+        "luffy/off_policy_sample_share": float(off_s.sum()) / max(float(valid.sum()), 1.0),
+        "luffy/reward_on_policy": _masked_mean(scores, on_s),
+        "luffy/reward_off_policy": _masked_mean(scores, off_s),
+    }
+    if old_log_probs is not None:
+        probs = old_log_probs.float().exp()  # (B, T)
+        metrics["luffy/off_policy_prob"] = _masked_mean(probs, off_t)
+        metrics["luffy/on_policy_prob"] = _masked_mean(probs, on_t)
+    if entropy is not None:
+        metrics["luffy/entropy_on_policy"] = _masked_mean(entropy, on_t)
+        metrics["luffy/entropy_off_policy"] = _masked_mean(entropy, off_t)
+
+    correct_by_group: dict[str, list[bool]] = defaultdict(list)
+    for i, uid in enumerate(uids):
+        if on_s[i]:
+            correct_by_group[str(uid)].append(bool(scores[i] > 0))
+    groups = list(correct_by_group.values())
+    n_groups = max(len(groups), 1)
+    metrics["luffy/groups_all_correct"] = sum(all(g) for g in groups) / n_groups
+    metrics["luffy/groups_all_wrong"] = sum(not any(g) for g in groups) / n_groups
+    return metrics

@@ -1,0 +1,71 @@
+"""Typed homes for LUFFY's config keys inside veRL's dataclass-backed config nodes.
+
+veRL builds ``actor_rollout_ref.actor``, ``actor_rollout_ref.rollout`` and ``algorithm`` into
+dataclasses through their ``_target_`` (``hydra.utils.instantiate``), which rejects keys the dataclass
+does not declare. LUFFY's keys live where LUFFY's train.sh puts them, so each node gets a small
+subclass that declares them; ``config/mix_ppo_trainer.yaml`` points the nodes' ``_target_`` here. The
+values are validated both before Ray starts (:mod:`luffy.mix_src.config_check`) and whenever a worker
+builds the dataclass (``__post_init__``), so no process runs with a bad value.
+
+The actor subclass derives from veRL's FSDP actor config (the ``fsdp``/``fsdp2`` strategies LUFFY's
+recipe and the CPU run use).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from verl.trainer.config import AlgoConfig
+from verl.workers.config import FSDPActorConfig, RolloutConfig
+
+from luffy.mix_src import config_check
+
+
+@dataclass
+class LuffyActorConfig(FSDPActorConfig):
+    """veRL's FSDP actor config plus LUFFY's loss knobs (meaning: ``mix_ppo_trainer.yaml``)."""
+
+    off_policy_reshape: str = "no_reshape"
+    off_policy_reshape_weight: float = 1.0
+    off_policy_reshape_pow_exp: float = 0.5
+    on_policy_reshape: str = "no_reshape"
+    on_policy_reshape_weight: float = 1.0
+    on_policy_reshape_pow_exp: float = 0.5
+    off_max_clip: float | None = None
+    off_min_clip: float | None = None
+    all_max_clip: float | None = None
+    loss_remove_token_mean: bool = False
+    loss_remove_clip: bool = False
+
+    def __post_init__(self):
+        super().__post_init__()
+        config_check.check_actor_keys(self, prefix="actor_rollout_ref.actor")
+
+
+@dataclass
+class LuffyRolloutConfig(RolloutConfig):
+    """veRL's rollout config plus LUFFY's off-policy mixing knobs (meaning: ``mix_ppo_trainer.yaml``)."""
+
+    n_prefix: int = 1
+    prefix_strategy: str = "random"
+    min_prefix_ratio: float = 1.0
+    max_prefix_ratio: float = 1.0
+    prefix_share_across_samples: bool = False
+    max_prefix_len: int = 8192
+
+    def __post_init__(self):
+        super().__post_init__()
+        config_check.check_rollout_keys(self, prefix="actor_rollout_ref.rollout")
+
+
+@dataclass
+class LuffyAlgoConfig(AlgoConfig):
+    """veRL's algorithm config plus LUFFY's name for GRPO's std normalisation."""
+
+    grpo_use_std: bool = True
+
+    def __post_init__(self):
+        parent_post_init = getattr(super(), "__post_init__", None)
+        if parent_post_init is not None:
+            parent_post_init()
+        config_check.check_algorithm_keys(self, prefix="algorithm")

@@ -1,0 +1,156 @@
+"""LUFFY's actor loss, installed on the worker with ``set_loss_fn``.
+
+:func:`luffy_ppo_loss` is veRL's own ``ppo_loss`` (``verl/workers/utils/losses.py``: padding, global
+batch normalisation info, entropy bonus, KL loss, metric aggregation) with the policy term replaced by
+LUFFY's token on/off-policy loss. veRL's ``ppo_loss`` picks its policy term by name from the
+policy-loss registry, and a registered policy loss receives no batch fields; so this wrapper builds
+the off-policy token mask from the micro-batch and hands it to :func:`luffy_policy_loss` (registered as
+:data:`LOSS_MODE`, selected by ``actor.policy_loss.loss_mode``) through a context variable that is set
+only while veRL's ``ppo_loss`` runs.
+"""
+
+from __future__ import annotations
+
+from contextvars import ContextVar
+from typing import Any
+
+import torch
+from tensordict import TensorDict
+from verl.workers.utils.losses import ppo_loss
+from verl.workers.utils.padding import no_padding_2_padding
+
+from luffy.mix_src.core_algos import compute_token_on_off_policy_loss
+from luffy.mix_src.mix_fields import off_policy_token_mask
+
+LOSS_MODE = "luffy_mixed"
+# Loss metrics reported per micro-batch (averaged by veRL over micro-batches), under "actor/".
+_REPORTED = (
+    "on_pg_loss",
+    "off_pg_loss",
+    "on_pg_clipfrac",
+    "ppo_kl",
+    "off_ratio_mean",
+    "off_ratio_max_clip_frac",
+    "off_ratio_min_clip_frac",
+    "off_policy_prob",
+)
+_OFF_POLICY_MASK: ContextVar[torch.Tensor | None] = ContextVar("luffy_off_policy_mask", default=None)
+
+
+def luffy_policy_loss(
+    old_log_prob: torch.Tensor,
+    log_prob: torch.Tensor,
+    advantages: torch.Tensor,
+    response_mask: torch.Tensor,
+    loss_agg_mode: str = "token-mean",
+    config: Any = None,
+    rollout_is_weights: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Policy term of LUFFY's loss, in veRL's policy-loss signature.
+
+    Args:
+        old_log_prob, log_prob, advantages, response_mask: ``(batch_size, response_length)``.
+        loss_agg_mode: veRL's aggregation mode; LUFFY's own normalisation (token mean, or the
+            response-length sum when ``loss_remove_token_mean``) is used instead.
+        config: the actor config (:class:`luffy.mix_src.mix_config.LuffyActorConfig`).
+        rollout_is_weights: ``(batch_size, response_length)`` rollout-correction weights (1 on
+            off-policy tokens) or ``None``.
+
+    Returns:
+        ``(loss, metrics)``: the scalar loss normalised over the global batch as veRL's ``agg_loss``
+        does (so micro-batch gradients add up to the mini-batch mean), and float metrics.
+
+    Raises:
+        ValueError: when called outside :func:`luffy_ppo_loss` (no off-policy mask available).
+    """
+    off_mask = _OFF_POLICY_MASK.get()
+    if off_mask is None:
+        raise ValueError(
+            f"policy_loss.loss_mode={LOSS_MODE!r} needs the off-policy mask; install luffy_ppo_loss with "
+            "set_loss_fn (luffy.mix_src.mix_worker.MixActorRolloutRefWorker does)"
+        )
+    if rollout_is_weights is not None:
+        # w * max(a, b) = max(w a, w b) for w >= 0: weighting the advantage of an on-policy token is
+        # weighting its clipped PPO loss, as veRL's vanilla loss does; off-policy tokens keep weight 1.
+        advantages = torch.where(off_mask, advantages, advantages * rollout_is_weights)
+    loss, raw = compute_token_on_off_policy_loss(
+        old_log_prob=old_log_prob,
+        log_prob=log_prob,
+        advantages=advantages,
+        response_mask=response_mask,
+        off_policy_mask=off_mask,
+        cliprange=config.clip_ratio_low if config.clip_ratio_low is not None else config.clip_ratio,
+        clip_upper_bound=1.0 + (config.clip_ratio_high if config.clip_ratio_high is not None else config.clip_ratio),
+        off_policy_reshape=config.off_policy_reshape,
+        off_policy_reshape_weight=config.off_policy_reshape_weight,
+        off_policy_reshape_pow_exp=config.off_policy_reshape_pow_exp,
+        on_policy_reshape=config.on_policy_reshape,
+        on_policy_reshape_weight=config.on_policy_reshape_weight,
+        on_policy_reshape_pow_exp=config.on_policy_reshape_pow_exp,
+        off_max_clip=config.off_max_clip,
+        off_min_clip=config.off_min_clip,
+        all_max_clip=config.all_max_clip,
+        loss_remove_token_mean=config.loss_remove_token_mean,
+        loss_remove_clip=config.loss_remove_clip,
+    )
+    loss = loss * _global_scale(config, raw, batch_size=log_prob.shape[0])
+    metrics = {f"actor/{key}": float(raw[key]) for key in _REPORTED}
+    metrics["actor/pg_clipfrac"] = metrics["actor/on_pg_clipfrac"]
+    return loss, metrics
+
+
+def _global_scale(config: Any, raw: dict[str, torch.Tensor], batch_size: int) -> float:
+    """Factor turning the micro-batch-normalised loss into veRL's global-batch normalisation.
+
+    token mean:        sum(m L) / n_local   ->  sum(m L) / n_global * dp_size
+    remove token mean: sum(m L) / T         ->  sum(m L) / T / global_batch_size * dp_size
+    (``n_*`` valid tokens, ``T`` response columns; veRL's seq-mean-token-sum-norm for the latter).
+    """
+    info = getattr(config, "global_batch_info", None) or {}
+    dp_size = float(info.get("dp_size", 1) or 1)
+    if config.loss_remove_token_mean:
+        global_batch_size = info.get("global_batch_size")
+        denominator = float(global_batch_size) if global_batch_size else float(max(batch_size, 1))
+        return dp_size / denominator
+    batch_num_tokens = info.get("batch_num_tokens")
+    if not batch_num_tokens:
+        return 1.0
+    local_tokens = float(raw["on_token_count"] + raw["off_token_count"])
+    return max(local_tokens, 1.0) / float(batch_num_tokens) * dp_size
+
+
+def _entropy_metrics(model_output: dict, data: TensorDict, off_mask: torch.Tensor, mask: torch.Tensor) -> dict:
+    """Mean entropy of on- and off-policy tokens in the micro-batch (when the model returned it)."""
+    entropy = model_output.get("entropy", None)
+    if entropy is None:
+        return {}
+    entropy = no_padding_2_padding(entropy, data).detach().float()  # (B, T); float: bf16 sums round
+    on_mask = mask & ~off_mask
+    out = {}
+    for name, m in (("actor/entropy_on_policy", on_mask), ("actor/entropy_off_policy", off_mask)):
+        if m.any():
+            out[name] = float((entropy * m).sum() / m.sum())
+    return out
+
+
+def luffy_ppo_loss(config: Any, model_output: dict, data: TensorDict, dp_group: Any = None):
+    """veRL's ``ppo_loss`` with LUFFY's policy term (``fn(config, model_output, data, dp_group)``).
+
+    Args:
+        config: the actor config; ``config.policy_loss.loss_mode`` must be :data:`LOSS_MODE`.
+        model_output: the engine's output (``log_probs``, optional ``entropy``), unpadded.
+        data: the micro-batch TensorDict veRL hands the loss: ``response_mask`` (nested), ``extra_fields``
+            (per-sample dicts holding the off-policy record), ``old_log_probs``, ``advantages``, ...
+
+    Returns:
+        ``(loss, metrics)`` as veRL's ``ppo_loss``.
+    """
+    response_mask = data.select("response_mask").to_padded_tensor()["response_mask"]  # (B, T)
+    off_mask = off_policy_token_mask(data["extra_fields"], response_mask)  # (B, T)
+    token = _OFF_POLICY_MASK.set(off_mask)
+    try:
+        loss, metrics = ppo_loss(config, model_output, data, dp_group)
+    finally:
+        _OFF_POLICY_MASK.reset(token)
+    metrics.update(_entropy_metrics(model_output, data, off_mask, response_mask.bool()))
+    return loss, metrics

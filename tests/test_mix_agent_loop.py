@@ -1,0 +1,172 @@
+"""LUFFY's agent loop on a real tokenizer and the real CPU rollout server (tiny random model).
+
+The only stand-in is the thin client in front of the server (veRL's ``LLMServerClient`` needs Ray
+actor handles); it forwards to ``HFRolloutServer.generate`` and writes the version tags that client
+writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from tensordict import NonTensorStack
+from verl.experimental.agent_loop.agent_loop import DictConfigWrap
+from verl.utils.dataset.rl_dataset import RLHFDataset
+from verl.utils.tensordict_utils import list_of_dict_to_tensordict
+
+import luffy.plugin  # noqa: F401
+from luffy.cpu.hf_server import HFRolloutServer
+from luffy.mix_src.mix_agent_loop import PROGRESS_KEY, TRAIN_BATCH_KEY, MixAgentLoop
+from luffy.mix_src.mix_fields import OFF_POLICY_KEY, PREFIX_LEN_KEY, off_policy_token_mask
+from luffy.mix_src.target_tokens import TargetEncoder
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "luffy" / "mix_src" / "config"
+RESPONSE_LEN = 48
+N, N_PREFIX, STEP = 4, 1, 3
+MESSAGES = [{"role": "user", "content": "Solve for $x$: $2x + 13 = 29$."}]
+TARGET = [{"role": "assistant", "content": "<think>\n2x = 16, so x = 8.\n</think>\nThe answer is $\\boxed{8}$."}]
+
+
+class ServerClient:
+    """Forwards to the real server and fills the weight-version tags as veRL's client does."""
+
+    def __init__(self, server: HFRolloutServer):
+        self.server = server
+        self.calls: list[list[int]] = []
+
+    async def generate(self, request_id, *, prompt_ids, sampling_params, **kwargs):
+        self.calls.append(list(prompt_ids))
+        out = await self.server.generate(prompt_ids=prompt_ids, sampling_params=sampling_params, request_id=request_id)
+        out.extra_fields.setdefault("min_global_steps", out.extra_fields.get("global_steps"))
+        out.extra_fields.setdefault("max_global_steps", out.extra_fields.get("global_steps"))
+        return out
+
+
+def _config(tiny_model_dir, *overrides):
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
+        return compose(
+            config_name="mix_ppo_trainer",
+            overrides=[
+                f"actor_rollout_ref.model.path={tiny_model_dir}",
+                "data.max_prompt_length=256",
+                f"data.max_response_length={RESPONSE_LEN}",
+                f"actor_rollout_ref.rollout.n={N}",
+                f"actor_rollout_ref.rollout.n_prefix={N_PREFIX}",
+                *overrides,
+            ],
+        )
+
+
+def _run_sessions(tiny_model_dir, overrides=(), train=True, sessions=range(N), logprobs=True):
+    """Run the loop for each session of one prompt; returns (outputs, client, tokenizer)."""
+    from transformers import AutoTokenizer
+
+    cfg = _config(tiny_model_dir, *overrides)
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_model_dir))
+    model_config = type("ModelConfig", (), {"local_path": str(tiny_model_dir)})()
+
+    async def main():
+        server = HFRolloutServer(cfg.actor_rollout_ref.rollout, model_config)
+        await server.set_global_steps(STEP - 1)
+        client = ServerClient(server)
+        loop = MixAgentLoop(
+            trainer_config=DictConfigWrap(cfg),
+            server_manager=client,
+            tokenizer=tokenizer,
+            processor=None,
+            dataset_cls=RLHFDataset,
+            data_config=DictConfigWrap(cfg.data),
+        )
+        params = {"temperature": 1.0, "top_p": 1.0, "top_k": -1, "repetition_penalty": 1.0, "logprobs": logprobs}
+        kwargs = {"raw_prompt": MESSAGES, "target": TARGET, "uid": "prompt-0", "global_steps": STEP}
+        if train:
+            kwargs.update({TRAIN_BATCH_KEY: True, PROGRESS_KEY: 0.5})
+        outs = [await loop.run(dict(params), session_id=s, **kwargs) for s in sessions]
+        return outs, client
+
+    outs, client = asyncio.run(main())
+    return outs, client, tokenizer
+
+
+@pytest.fixture(scope="module")
+def whole_trace_group(tiny_model_dir):
+    return _run_sessions(tiny_model_dir)
+
+
+def test_off_policy_session_returns_the_target(whole_trace_group):
+    outs, client, tokenizer = whole_trace_group
+    target = outs[0]
+    expected = TargetEncoder(tokenizer, RESPONSE_LEN).encode(TARGET, target.prompt_ids).ids
+    assert target.response_ids == expected and expected[-1] == tokenizer.eos_token_id
+    assert target.response_mask == [1] * len(expected)
+    assert target.extra_fields[OFF_POLICY_KEY] is True
+    assert target.extra_fields[PREFIX_LEN_KEY] == len(expected)
+    # no behaviour log-probs exist: filler slots, all masked out downstream by the prefix length
+    assert target.response_logprobs == [0.0] * len(expected)
+    # version tags a server would have written: the weights this step's generations use
+    for key in ("global_steps", "min_global_steps", "max_global_steps"):
+        assert target.extra_fields[key] == STEP - 1
+    # the target never reached the server; the N - N_PREFIX generated sessions did
+    assert len(client.calls) == N - N_PREFIX
+
+
+def test_on_policy_sessions_are_generated(whole_trace_group):
+    outs, client, _ = whole_trace_group
+    for out in outs[N_PREFIX:]:
+        assert out.extra_fields[OFF_POLICY_KEY] is False and out.extra_fields[PREFIX_LEN_KEY] == 0
+        assert 0 < len(out.response_ids) <= RESPONSE_LEN
+        assert len(out.response_logprobs) == len(out.response_ids)
+        assert all(lp <= 0.0 for lp in out.response_logprobs)
+        assert out.extra_fields["global_steps"] == STEP - 1
+    # every session of the group shares the prompt's tokens
+    assert all(out.prompt_ids == outs[0].prompt_ids for out in outs)
+    assert all(call == outs[0].prompt_ids for call in client.calls)
+
+
+def test_group_pads_into_one_batch_with_the_right_token_mask(whole_trace_group):
+    outs, _, tokenizer = whole_trace_group
+    fields = [out.as_dict() for out in outs]
+    for f in fields:
+        f.pop("metrics", None)
+        f.pop("multi_modal_data", None)
+    batch = list_of_dict_to_tensordict(fields)
+    padded = batch.select("responses", "response_mask", "rollout_log_probs").to_padded_tensor()
+    response_mask = padded["response_mask"]  # (N, T), right-padded
+    lengths = torch.tensor([len(o.response_ids) for o in outs])
+    assert torch.equal(response_mask.sum(-1), lengths)
+    off = off_policy_token_mask(NonTensorStack(*[o.extra_fields for o in outs]), response_mask)
+    assert torch.equal(off[0], response_mask[0].bool())  # the whole target is off-policy
+    assert not off[N_PREFIX:].any()  # generated samples have no off-policy token
+
+
+def test_validation_never_injects_targets(tiny_model_dir):
+    outs, client, _ = _run_sessions(tiny_model_dir, train=False, sessions=[0])
+    assert outs[0].extra_fields[OFF_POLICY_KEY] is False
+    assert len(client.calls) == 1
+
+
+def test_prefix_guidance_continues_from_the_target_prefix(tiny_model_dir):
+    overrides = ("actor_rollout_ref.rollout.min_prefix_ratio=0.5", "actor_rollout_ref.rollout.max_prefix_ratio=0.5")
+    outs, client, tokenizer = _run_sessions(tiny_model_dir, overrides, sessions=[0])
+    out = outs[0]
+    encoder = TargetEncoder(tokenizer, RESPONSE_LEN)
+    full = encoder.encode(TARGET, out.prompt_ids).ids
+    prefix = encoder.prefix(full, 0.5)
+    k = out.extra_fields[PREFIX_LEN_KEY]
+    assert out.extra_fields[OFF_POLICY_KEY] is True and k == len(prefix) > 0
+    assert out.response_ids[:k] == prefix
+    assert len(out.response_ids) > k  # the policy continued
+    assert len(out.response_ids) <= RESPONSE_LEN
+    assert client.calls == [out.prompt_ids + prefix]
+    assert out.response_logprobs[:k] == [0.0] * k  # filler under the prefix, masked out downstream
+    assert all(lp <= 0.0 for lp in out.response_logprobs[k:])
+    assert out.extra_fields["global_steps"] == STEP - 1  # tags from the server call
+
+
+def test_without_rollout_logprobs_no_filler(tiny_model_dir):
+    outs, _, _ = _run_sessions(tiny_model_dir, sessions=[0], logprobs=False)
+    assert outs[0].response_logprobs is None

@@ -1,0 +1,147 @@
+"""LUFFY's hydra config: composition over veRL's ppo_trainer, dataclass homes, early errors."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+import luffy.plugin  # noqa: F401  (registrations, as every veRL process has them)
+from luffy.mix_src.config_check import check_luffy_config
+from luffy.mix_src.mix_config import LuffyActorConfig, LuffyAlgoConfig, LuffyRolloutConfig
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CONFIG_DIR = REPO_ROOT / "luffy" / "mix_src" / "config"
+# what veRL's own dataclasses need before they build (set by every run script)
+BUILDABLE = (
+    "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=2",
+    "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=2",
+    "actor_rollout_ref.rollout.name=hf_cpu",
+)
+
+
+def _compose(*overrides: str):
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
+        return compose(config_name="mix_ppo_trainer", overrides=list(overrides))
+
+
+def test_defaults_are_luffys_and_valid():
+    cfg = _compose()
+    rollout, actor, algo = cfg.actor_rollout_ref.rollout, cfg.actor_rollout_ref.actor, cfg.algorithm
+    assert (rollout.n, rollout.n_prefix, rollout.prefix_strategy) == (8, 1, "random")
+    assert (rollout.min_prefix_ratio, rollout.max_prefix_ratio, rollout.max_prefix_len) == (1.0, 1.0, 8192)
+    assert rollout.prefix_share_across_samples is False
+    assert rollout.agent.default_agent_loop == "luffy_mix_agent"
+    assert actor.off_policy_reshape == "no_reshape" and actor.policy_loss.loss_mode == "luffy_mixed"
+    assert actor.loss_remove_token_mean is False and actor.loss_remove_clip is False
+    assert algo.adv_estimator == "grpo" and algo.grpo_use_std is True
+    assert cfg.reward.custom_reward_function.path == "pkg://luffy.mix_src.reward"
+    # veRL's own keys are still there (composition, not replacement)
+    assert cfg.trainer.use_v1 is True and cfg.trainer.v1.trainer_mode == "sync"
+    check_luffy_config(cfg)
+
+
+def test_grpo_use_std_drives_verls_key():
+    cfg = _compose("algorithm.grpo_use_std=false")
+    assert cfg.algorithm.norm_adv_by_std_in_grpo is False
+    check_luffy_config(cfg)
+
+
+def test_nodes_build_luffy_dataclasses():
+    from verl.utils.config import omega_conf_to_dataclass
+
+    cfg = _compose(
+        *BUILDABLE, "actor_rollout_ref.actor.off_policy_reshape=p_div_p_0.1", "actor_rollout_ref.rollout.n_prefix=2"
+    )
+    actor = omega_conf_to_dataclass(cfg.actor_rollout_ref.actor)
+    rollout = omega_conf_to_dataclass(cfg.actor_rollout_ref.rollout)
+    algo = omega_conf_to_dataclass(cfg.algorithm)
+    assert isinstance(actor, LuffyActorConfig) and actor.off_policy_reshape == "p_div_p_0.1"
+    assert isinstance(rollout, LuffyRolloutConfig) and rollout.n_prefix == 2
+    assert isinstance(algo, LuffyAlgoConfig) and algo.grpo_use_std is True
+
+
+def test_dataclass_rejects_bad_value_too():
+    from verl.utils.config import omega_conf_to_dataclass
+
+    cfg = _compose(*BUILDABLE)
+    node = OmegaConf.merge(cfg.actor_rollout_ref.actor, {"off_max_clip": -1.0})
+    with pytest.raises(Exception, match="off_max_clip"):
+        omega_conf_to_dataclass(node)
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("actor_rollout_ref.actor.off_policy_reshape=bogus", "off_policy_reshape"),
+        ("actor_rollout_ref.actor.on_policy_reshape=p_div_p_x", "on_policy_reshape"),
+        ("actor_rollout_ref.rollout.n_prefix=8", "n_prefix"),
+        ("actor_rollout_ref.rollout.n_prefix=-1", "n_prefix"),
+        ("actor_rollout_ref.rollout.prefix_strategy=cosine", "prefix_strategy"),
+        ("actor_rollout_ref.rollout.min_prefix_ratio=0.9", None),  # with max 0.5 below
+        ("actor_rollout_ref.rollout.max_prefix_len=0", "max_prefix_len"),
+        ("actor_rollout_ref.actor.off_min_clip=2.0", "off_min_clip"),  # with off_max_clip 1.0 below
+        ("algorithm.adv_estimator=gae", "adv_estimator"),
+        ("algorithm.norm_adv_by_std_in_grpo=false", "grpo_use_std"),
+        ("algorithm.rollout_correction.bypass_mode=true", "bypass_mode"),
+        ("actor_rollout_ref.rollout.agent.default_agent_loop=single_turn_agent", "default_agent_loop"),
+        ("trainer.v1.trainer_mode=colocate_async", "trainer_mode"),
+    ],
+)
+def test_bad_values_name_their_key(override, key):
+    extra = []
+    if "min_prefix_ratio" in override:
+        extra, key = ["actor_rollout_ref.rollout.max_prefix_ratio=0.5"], "min_prefix_ratio"
+    if "off_min_clip" in override:
+        extra = ["actor_rollout_ref.actor.off_max_clip=1.0"]
+    cfg = _compose(override, *extra)
+    with pytest.raises(ValueError, match=key):
+        check_luffy_config(cfg)
+
+
+def test_grpo_split_and_plain_grpo_accepted():
+    check_luffy_config(_compose("algorithm.adv_estimator=grpo_split"))
+    check_luffy_config(_compose("actor_rollout_ref.rollout.n_prefix=0"))
+
+
+def _run_main(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    env = dict(os.environ, HYDRA_FULL_ERROR="0")
+    return subprocess.run(
+        [sys.executable, "-m", "luffy.mix_src.main_mix_ppo", *args],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def test_entry_point_fails_early_naming_the_key():
+    start = time.monotonic()
+    proc = _run_main("actor_rollout_ref.actor.off_policy_reshape=bogus")
+    elapsed = time.monotonic() - start
+    assert proc.returncode != 0
+    assert "actor_rollout_ref.actor.off_policy_reshape" in proc.stderr
+    assert "p_div_p_<gamma>" in proc.stderr  # the accepted forms
+    assert "ray init" not in proc.stdout + proc.stderr  # failed before Ray started
+    assert elapsed < 240, elapsed  # import of veRL dominates; no Ray, no model
+
+
+def test_entry_point_rejects_unknown_keys():
+    proc = _run_main("actor_rollout_ref.actor.off_policy_reshap=p_div_p_0.1")
+    assert proc.returncode != 0
+    assert "off_policy_reshap" in proc.stderr
+
+
+def test_entry_point_prints_composed_config():
+    proc = _run_main("--cfg", "job")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    cfg = OmegaConf.create(proc.stdout)
+    assert cfg.actor_rollout_ref.rollout.n_prefix == 1
+    assert cfg.actor_rollout_ref.actor.off_policy_reshape == "no_reshape"

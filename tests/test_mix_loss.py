@@ -1,0 +1,167 @@
+"""The worker's LUFFY loss on a micro-batch shaped as veRL's engine hands it to the loss function."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from tensordict import NonTensorStack, TensorDict
+from verl.trainer.ppo.core_algos import agg_loss
+from verl.utils import tensordict_utils as tu
+from verl.utils.config import omega_conf_to_dataclass
+
+import luffy.plugin  # noqa: F401
+from luffy.mix_src.core_algos import compute_token_on_off_policy_loss
+from luffy.mix_src.mix_fields import OFF_POLICY_KEY, PREFIX_LEN_KEY
+from luffy.mix_src.mix_loss import luffy_policy_loss, luffy_ppo_loss
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "luffy" / "mix_src" / "config"
+PROMPT_LENS = [3, 5, 2, 4]
+RESPONSE_LENS = [6, 4, 5, 3]
+# sample 0: whole target (off-policy); 1: 2-token target prefix then generated; 2, 3: generated
+EXTRA = [
+    {OFF_POLICY_KEY: True, PREFIX_LEN_KEY: 6},
+    {OFF_POLICY_KEY: True, PREFIX_LEN_KEY: 2},
+    {OFF_POLICY_KEY: False, PREFIX_LEN_KEY: 0},
+    {OFF_POLICY_KEY: False, PREFIX_LEN_KEY: 0},
+]
+GLOBAL_TOKENS = 40  # tokens in the whole mini-batch across ranks (this micro-batch holds 18)
+
+
+def _actor_config(*overrides: str):
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
+        cfg = compose(
+            config_name="mix_ppo_trainer",
+            overrides=[
+                "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=4",
+                "actor_rollout_ref.actor.off_policy_reshape=p_div_p_0.1",
+                *overrides,
+            ],
+        )
+    return omega_conf_to_dataclass(cfg.actor_rollout_ref.actor)
+
+
+def _value(metric) -> float:
+    return float(metric.aggregate()) if hasattr(metric, "aggregate") else float(metric)
+
+
+def _nested(rows: list[torch.Tensor]) -> torch.Tensor:
+    return torch.nested.as_nested_tensor(rows, layout=torch.jagged)
+
+
+def _micro_batch(seed: int = 0, rollout_is_weights: bool = False):
+    """(data, model_output, padded reference tensors) as veRL's FSDP engine builds them."""
+    g = torch.Generator().manual_seed(seed)
+    seq_lens = [p + r for p, r in zip(PROMPT_LENS, RESPONSE_LENS)]
+    # the engine returns log-probs for every position of every unpadded sequence, (total_nnz,)
+    log_probs = (-torch.rand(sum(seq_lens), generator=g) * 3).requires_grad_(True)
+    entropy = torch.rand(sum(seq_lens), generator=g) * 2
+    old, adv, weights = [], [], []
+    for r in RESPONSE_LENS:
+        old.append(-torch.rand(r, generator=g) * 3)
+        adv.append(torch.full((r,), float(torch.randn(1, generator=g))))
+        weights.append(0.5 + torch.rand(r, generator=g))
+    fields = {
+        "prompts": _nested([torch.ones(p, dtype=torch.long) for p in PROMPT_LENS]),
+        "responses": _nested([torch.ones(r, dtype=torch.long) for r in RESPONSE_LENS]),
+        "response_mask": _nested([torch.ones(r, dtype=torch.long) for r in RESPONSE_LENS]),
+        "old_log_probs": _nested(old),
+        "advantages": _nested(adv),
+    }
+    if rollout_is_weights:
+        fields["rollout_is_weights"] = _nested(weights)
+    data = TensorDict(fields, batch_size=len(RESPONSE_LENS))
+    data["extra_fields"] = NonTensorStack(*EXTRA)
+    tu.assign_non_tensor_data(data, "dp_size", 1)
+    tu.assign_non_tensor_data(data, "batch_num_tokens", GLOBAL_TOKENS)
+    tu.assign_non_tensor_data(data, "global_batch_size", 8)
+
+    # padded reference: response log-probs are the model outputs shifted left by one position
+    t_max = max(RESPONSE_LENS)
+    ref = {k: torch.zeros(len(RESPONSE_LENS), t_max) for k in ("logp", "old", "adv", "mask", "off", "ent", "w")}
+    ref["w"] += 1.0
+    starts = torch.tensor([0, *seq_lens]).cumsum(0)
+    for i, (p, r) in enumerate(zip(PROMPT_LENS, RESPONSE_LENS)):
+        sl = slice(starts[i] + p - 1, starts[i] + p - 1 + r)
+        ref["logp"][i, :r] = log_probs.detach()[sl]
+        ref["ent"][i, :r] = entropy[sl]
+        ref["old"][i, :r], ref["adv"][i, :r], ref["mask"][i, :r] = old[i], adv[i], 1.0
+        ref["off"][i, : EXTRA[i][PREFIX_LEN_KEY]] = 1.0
+        ref["w"][i, :r] = weights[i]
+    model_output = {"log_probs": _nested(list(log_probs.split(seq_lens))), "entropy": None}
+    return data, model_output, log_probs, entropy, seq_lens, ref
+
+
+def _expected_pg(config, ref, advantages=None):
+    loss, raw = compute_token_on_off_policy_loss(
+        old_log_prob=ref["old"],
+        log_prob=ref["logp"],
+        advantages=ref["adv"] if advantages is None else advantages,
+        response_mask=ref["mask"],
+        off_policy_mask=ref["off"].bool(),
+        cliprange=0.2,
+        clip_upper_bound=1.2,
+        off_policy_reshape="p_div_p_0.1",
+        loss_remove_token_mean=config.loss_remove_token_mean,
+        loss_remove_clip=config.loss_remove_clip,
+    )
+    return loss, raw
+
+
+def test_loss_matches_core_loss_with_global_token_normalisation():
+    config = _actor_config("actor_rollout_ref.actor.entropy_coeff=0.0")
+    data, model_output, log_probs, _, _, ref = _micro_batch()
+    loss, metrics = luffy_ppo_loss(config, model_output, data)
+    expected, raw = _expected_pg(config, ref)
+    # micro-batch token mean -> sum over the micro-batch / tokens of the global mini-batch
+    n_local = ref["mask"].sum()
+    torch.testing.assert_close(loss, expected * n_local / GLOBAL_TOKENS)
+    assert _value(metrics["actor/off_pg_loss"]) == pytest.approx(float(raw["off_pg_loss"]), rel=1e-5)
+    assert _value(metrics["actor/off_policy_prob"]) == pytest.approx(float(raw["off_policy_prob"]), rel=1e-5)
+    loss.backward()
+    assert torch.isfinite(log_probs.grad).all() and log_probs.grad.abs().sum() > 0
+
+
+def test_remove_token_mean_uses_sequence_normalisation():
+    config = _actor_config(
+        "actor_rollout_ref.actor.entropy_coeff=0.0",
+        "actor_rollout_ref.actor.loss_remove_token_mean=true",
+        "actor_rollout_ref.actor.loss_remove_clip=true",
+    )
+    data, model_output, _, _, _, ref = _micro_batch(seed=1)
+    loss, _ = luffy_ppo_loss(config, model_output, data)
+    expected, _ = _expected_pg(config, ref)  # sum(m L) / T
+    torch.testing.assert_close(loss, expected / 8)  # / global_batch_size * dp_size
+
+
+def test_entropy_term_is_verls():
+    config = _actor_config("actor_rollout_ref.actor.entropy_coeff=0.01")
+    data, model_output, _, entropy, seq_lens, ref = _micro_batch(seed=2)
+    without, _ = luffy_ppo_loss(config, model_output, data)
+    model_output["entropy"] = _nested(list(entropy.split(seq_lens)))
+    with_entropy, metrics = luffy_ppo_loss(config, model_output, data)
+    ent = agg_loss(ref["ent"], ref["mask"], "token-mean", dp_size=1, batch_num_tokens=GLOBAL_TOKENS)
+    torch.testing.assert_close(with_entropy, without - 0.01 * ent)
+    on = ref["mask"].bool() & ~ref["off"].bool()
+    assert _value(metrics["actor/entropy_on_policy"]) == pytest.approx(float(ref["ent"][on].mean()), rel=1e-5)
+    assert _value(metrics["actor/entropy_off_policy"]) == pytest.approx(
+        float(ref["ent"][ref["off"].bool()].mean()), rel=1e-5
+    )
+
+
+def test_rollout_is_weights_apply_to_on_policy_tokens_only():
+    config = _actor_config("actor_rollout_ref.actor.entropy_coeff=0.0")
+    data, model_output, _, _, _, ref = _micro_batch(seed=3, rollout_is_weights=True)
+    loss, _ = luffy_ppo_loss(config, model_output, data)
+    weighted_adv = torch.where(ref["off"].bool(), ref["adv"], ref["adv"] * ref["w"])
+    expected, _ = _expected_pg(config, ref, advantages=weighted_adv)
+    torch.testing.assert_close(loss, expected * ref["mask"].sum() / GLOBAL_TOKENS)
+
+
+def test_policy_loss_refuses_to_run_without_the_mask():
+    config = _actor_config()
+    x = torch.zeros(2, 3)
+    with pytest.raises(ValueError, match="off-policy mask"):
+        luffy_policy_loss(x, x, x, torch.ones(2, 3), config=config)

@@ -1,0 +1,177 @@
+"""MIXRayPPOTrainer's hooks on a mixed batch stored in a real TransferQueue (local Ray).
+
+The batch is laid out as V1's agent-loop workers store it (one key ``{uid}_{session}_0`` per sample,
+nested per-sample tensors, ``extra_fields`` dicts); the trainer's ``_compute_advantage`` and
+``_compute_old_log_prob`` diagnostics then run exactly as inside ``fit()``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from tensordict import NonTensorStack, TensorDict
+
+import luffy.plugin  # noqa: F401
+from luffy.mix_src.core_algos import compute_grpo_outcome_advantage_split
+from luffy.mix_src.mix_fields import OFF_POLICY_KEY, PREFIX_LEN_KEY
+from luffy.mix_src.mix_trainer import MIXRayPPOTrainer
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "luffy" / "mix_src" / "config"
+N, N_PREFIX = 4, 1
+# 3 prompts x 4 sessions; session 0 is the target (prompt 2's target keeps only a 2-token prefix)
+REWARDS = {"a": [1, 0, 0, 1], "b": [1, 0, 0, 0], "c": [0, 1, 1, 1]}
+PREFIX = {"a": None, "b": None, "c": 2}  # None = whole trace
+
+
+@pytest.fixture(scope="module")
+def tq_session():
+    ray = pytest.importorskip("ray")
+    import transfer_queue as tq
+
+    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
+        cfg = compose(
+            config_name="mix_ppo_trainer", overrides=["transfer_queue.backend.SimpleStorage.num_data_storage_units=1"]
+        )
+    tq.init(cfg.transfer_queue)
+    yield tq
+    tq.close()
+    ray.shutdown()
+
+
+def _trainer(*overrides: str) -> MIXRayPPOTrainer:
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
+        cfg = compose(
+            config_name="mix_ppo_trainer",
+            overrides=[
+                f"actor_rollout_ref.rollout.n={N}",
+                f"actor_rollout_ref.rollout.n_prefix={N_PREFIX}",
+                *overrides,
+            ],
+        )
+    trainer = object.__new__(MIXRayPPOTrainer)  # the hooks need only the config (no workers)
+    trainer.config = cfg
+    return trainer
+
+
+def _put_batch(tq, partition: str, seed: int = 0):
+    """Store a mixed batch; returns (KVBatchMeta, per-sample reference data)."""
+    from transfer_queue import KVBatchMeta
+
+    g = torch.Generator().manual_seed(seed)
+    keys, rows, tags = [], [], []
+    for uid, rewards in REWARDS.items():
+        for session, reward in enumerate(rewards):
+            length = 5 + session
+            off = session < N_PREFIX
+            prefix_len = (PREFIX[uid] or length) if off else 0
+            old = -torch.rand(length, generator=g) * 2
+            # rollout log-probs: the server's (close to the actor's) on generated tokens, filler 0.0 on targets
+            rollout = old + 0.01 * torch.randn(length, generator=g)
+            rollout[:prefix_len] = 0.0
+            scores = torch.zeros(length)
+            scores[-1] = float(reward)
+            keys.append(f"{uid}_{session}_0")
+            rows.append(
+                {
+                    "uid": uid,
+                    "response_mask": torch.ones(length, dtype=torch.int64),
+                    "rm_scores": scores,
+                    "old_log_probs": old,
+                    "rollout_log_probs": rollout,
+                    "entropy": torch.rand(length, generator=g),
+                    "responses": torch.ones(length, dtype=torch.int64),
+                    "extra_fields": {OFF_POLICY_KEY: off, PREFIX_LEN_KEY: prefix_len},
+                }
+            )
+            tags.append({"status": "success", "global_steps": 1, "min_global_steps": 0, "max_global_steps": 0})
+    fields = {
+        k: torch.nested.as_nested_tensor([r[k] for r in rows], layout=torch.jagged)
+        for k in ("response_mask", "rm_scores", "old_log_probs", "rollout_log_probs", "entropy", "responses")
+    }
+    td = TensorDict(fields, batch_size=len(rows))
+    td["uid"] = NonTensorStack(*[r["uid"] for r in rows])
+    td["extra_fields"] = NonTensorStack(*[r["extra_fields"] for r in rows])
+    tq.kv_batch_put(keys=keys, partition_id=partition, fields=td, tags=tags)
+    return KVBatchMeta(partition_id=partition, keys=keys, tags=tags), rows
+
+
+def _advantages(tq, batch) -> torch.Tensor:
+    data = tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id, select_fields=["advantages"])
+    return torch.stack([row[0] for row in data["advantages"].unbind()])  # (B,) first-token advantage
+
+
+def _sequence_scores() -> torch.Tensor:
+    return torch.tensor([float(r) for rewards in REWARDS.values() for r in rewards])
+
+
+def test_grpo_normalises_over_the_whole_mixed_group(tq_session):
+    trainer = _trainer("algorithm.adv_estimator=grpo", "algorithm.grpo_use_std=false")
+    batch, _ = _put_batch(tq_session, "adv_grpo")
+    metrics: dict = {}
+    trainer._compute_advantage(batch, metrics)
+    adv = _advantages(tq_session, batch).view(3, N)
+    scores = _sequence_scores().view(3, N)
+    # A_i = s_i - mean over all n samples of the group, off-policy target included (no std)
+    torch.testing.assert_close(adv, scores - scores.mean(dim=1, keepdim=True))
+    assert metrics["luffy/off_policy_sample_share"] == pytest.approx(N_PREFIX / N)
+    assert metrics["luffy/reward_off_policy"] == pytest.approx(2 / 3)
+    assert metrics["luffy/reward_on_policy"] == pytest.approx(4 / 9)
+    # on-policy samples only: group a has one correct, b none, c all correct
+    assert metrics["luffy/groups_all_correct"] == pytest.approx(1 / 3)
+    assert metrics["luffy/groups_all_wrong"] == pytest.approx(1 / 3)
+
+
+def test_grpo_split_takes_statistics_from_on_policy_samples(tq_session):
+    trainer = _trainer("algorithm.adv_estimator=grpo_split")
+    batch, _ = _put_batch(tq_session, "adv_split")
+    trainer._compute_advantage(batch, {})
+    adv = _advantages(tq_session, batch)
+    scores = _sequence_scores()
+    off = torch.tensor([s < N_PREFIX for _ in REWARDS for s in range(N)])
+    lengths = [5 + s for _ in REWARDS for s in range(N)]
+    mask = torch.zeros(len(lengths), max(lengths))
+    for i, n in enumerate(lengths):
+        mask[i, :n] = 1
+    index = np.array([uid for uid in REWARDS for _ in range(N)], dtype=object)
+    expected, _ = compute_grpo_outcome_advantage_split(
+        mask * scores[:, None] / mask.sum(-1, keepdim=True), mask, index, off_policy_mask=off, stats_from="on_policy"
+    )
+    torch.testing.assert_close(adv, expected[:, 0])
+    # group c: on-policy all 1 -> mean 1, and the (wrong) target gets a negative advantage
+    assert adv[8] < 0
+
+
+def test_rollout_correction_sees_on_policy_tokens_only(tq_session):
+    trainer = _trainer(
+        "algorithm.rollout_correction.rollout_is=token",
+        "algorithm.rollout_correction.rollout_rs=token_k1",
+        "algorithm.rollout_correction.rollout_rs_threshold=0.5_2.0",
+    )
+    batch, rows = _put_batch(tq_session, "corr")
+    metrics: dict = {}
+    trainer._compute_advantage(batch, metrics)
+    # targets' filler log-prob 0.0 would give a KL of ~1 per token if it were counted
+    assert abs(metrics["rollout_corr/kl"]) < 0.05
+    data = tq_session.kv_batch_get(
+        keys=batch.keys, partition_id=batch.partition_id, select_fields=["response_mask", "rollout_is_weights"]
+    )
+    for i, row in enumerate(rows):
+        k = row["extra_fields"][PREFIX_LEN_KEY]
+        mask, weights = data["response_mask"][i], data["rollout_is_weights"][i]
+        assert mask[:k].eq(1).all()  # rejection never drops target tokens
+        assert weights[:k].eq(1.0).all()  # targets are not importance-weighted
+        assert torch.isfinite(weights).all()
+
+
+def test_rollout_probs_diff_diagnostics_cover_on_policy_tokens_only(tq_session):
+    trainer = _trainer()
+    batch, _ = _put_batch(tq_session, "diag")
+    metrics = trainer._on_policy_debug_metrics(batch)
+    # server and actor log-probs differ by ~0.01 on generated tokens; targets (prob 1 filler) would add ~0.9
+    assert metrics["training/rollout_probs_diff_valid"] == 1
+    assert metrics["training/rollout_probs_diff_max"] < 0.1
