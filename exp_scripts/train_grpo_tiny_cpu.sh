@@ -6,9 +6,9 @@ set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "${REPO}"
-PYTHON="${PYTHON:-${REPO}/.venv/bin/python}"
+PYTHON="${PYTHON:-$(command -v python || command -v python3)}"  # the active environment
 OUT_DIR="${OUT_DIR:-/tmp/luffy_grpo_tiny_cpu}"
-SAMPLE_JSONL="${SAMPLE_JSONL:-/work/shared/data/openr1_sample.jsonl}"
+SAMPLE_JSONL="${SAMPLE_JSONL:-${REPO}/data/sample/openr1_sample.jsonl}"
 MODEL_DIR="${MODEL_DIR:-${OUT_DIR}/tiny_model}"
 DATA_DIR="${DATA_DIR:-${OUT_DIR}/data}"
 STEPS="${STEPS:-6}"

@@ -11,10 +11,10 @@ set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "${REPO}"
-PYTHON="${PYTHON:-${REPO}/.venv/bin/python}"
+PYTHON="${PYTHON:-$(command -v python || command -v python3)}"  # the active environment
 OUT_DIR="${OUT_DIR:-/tmp/luffy_tiny_cpu}"
-# OpenR1 sample beside the checkout; falls back to the tokenizer corpus built into luffy.tiny
-SAMPLE_JSONL="${SAMPLE_JSONL:-${REPO}/../shared/data/openr1_sample.jsonl}"
+# 64 synthetic OpenR1-Math rows shipped with the repo (training data and tokenizer corpus)
+SAMPLE_JSONL="${SAMPLE_JSONL:-${REPO}/data/sample/openr1_sample.jsonl}"
 MODEL_DIR="${MODEL_DIR:-${OUT_DIR}/tiny_model}"
 DATA_DIR="${DATA_DIR:-${OUT_DIR}/data}"
 STEPS="${STEPS:-3}"                 # training steps before the resume

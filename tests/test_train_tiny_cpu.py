@@ -11,13 +11,13 @@ import json
 import math
 import os
 import subprocess
+import sys
 from collections import defaultdict
 from pathlib import Path
 
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_SAMPLE = REPO_ROOT.parent / "shared" / "data" / "openr1_sample.jsonl"
 STEPS, BATCH, N, N_PREFIX = 3, 4, 4, 1
 
 pytestmark = pytest.mark.slow
@@ -25,11 +25,10 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory) -> Path:
-    if not SHARED_SAMPLE.is_file():
-        pytest.skip(f"sample data not found at {SHARED_SAMPLE}")
     out = tmp_path_factory.mktemp("luffy_tiny_cpu")
     env = dict(
         os.environ,
+        PYTHON=sys.executable,
         OUT_DIR=str(out),
         FIGURE=str(out / "figure.png"),
         STEPS=str(STEPS),
