@@ -57,6 +57,50 @@ def test_math_verdicts(response: str, gold: str, expected: bool) -> None:
     assert is_correct("math", response, gold) is expected
 
 
+JUXTAPOSITION_CASES = [
+    # (boxed answer, ground truth, expected): math-verify multiplies juxtaposed factors, so a stray
+    # digit after a complete value must not verify; legitimate forms that look similar must.
+    ("16\\pi1", "16\\pi", False),
+    ("16\\pi 1", "16\\pi", False),
+    ("49\\pi1", "49\\pi", False),
+    ("\\frac{2}{5}1", "\\frac{2}{5}", False),
+    ("\\dfrac{2}{5}1", "2/5", False),
+    ("\\frac{\\sqrt{3}}{2}1", "\\frac{\\sqrt{3}}{2}", False),
+    ("2\\sqrt{3}1", "2\\sqrt{3}", False),
+    ("\\sqrt[3]{2}1", "\\sqrt[3]{2}", False),
+    ("10^{3}1", "1000", False),
+    ("2^{10}1", "1024", False),
+    ("x^{2}1+1", "x^{2}+1", False),
+    ("\\binom{5}{2}1", "10", False),
+    ("\\theta1", "\\theta", False),
+    ("16\\pi", "16\\pi", True),
+    ("25\\pi", "25\\pi", True),
+    ("\\frac{1}{7}", "1/7", True),
+    ("\\dfrac17", "\\frac{1}{7}", True),
+    ("\\dfrac17", "1/7", True),
+    ("\\frac{270}7", "\\frac{270}{7}", True),
+    ("\\frac{270}7+\\frac{1}{2}1", "\\frac{270}{7}+\\frac{1}{2}", False),
+    ("2\\sqrt{3}", "2\\sqrt{3}", True),
+    ("\\sqrt{3}/2", "\\frac{\\sqrt{3}}{2}", True),
+    ("x^{2}+1", "1+x^2", True),
+    ("10^{3}", "1000", True),
+    ("2^{10}", "1024", True),
+    ("(1, 2]", "(1,2]", True),
+    ("\\pi/2", "\\frac{\\pi}{2}", True),
+    ("\\frac{\\pi}{2}", "\\pi/2", True),
+    ("3.14", "3.14", True),
+    ("e^{2}", "e^2", True),
+    ("\\log_{2}8", "3", True),
+    ("1 \\text{ and } 2", "1,2", True),
+    ("\\frac{2}{4}1", "\\frac{1}{2}1", True),  # the gold has the same shape: left to math-verify
+]
+
+
+@pytest.mark.parametrize(("boxed", "gold", "expected"), JUXTAPOSITION_CASES)
+def test_juxtaposed_digit_is_not_multiplied(boxed: str, gold: str, expected: bool) -> None:
+    assert is_correct("openr1", f"So the answer is \\boxed{{{boxed}}}.", gold) is expected
+
+
 MC_CASES = [
     ("The correct option is C. ANSWER: C", "C", True),
     ("Reasoning...\nANSWER: B", "B", True),

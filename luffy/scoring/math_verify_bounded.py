@@ -67,6 +67,50 @@ def _rational(s: str) -> tuple[Fraction, bool] | None:
     return None
 
 
+# Commands whose last brace group completes a value: ``^{..}``, a root, a fraction or binomial (2 groups).
+_VALUE_CMD_RE = re.compile(r"(?:\^|\\sqrt(?:\[[^\[\]]*\])?|\\(?:[dtc]?frac|[dt]?binom))$")
+# Symbols that stand for a value (a following digit would be a factor, not an argument).
+_VALUE_SYMBOL_RE = re.compile(
+    r"\\(?:pi|infty|[vV]ar(?:epsilon|theta|pi|rho|sigma|phi)|alpha|beta|[gG]amma|[dD]elta|epsilon|zeta|eta|"
+    r"[tT]heta|iota|kappa|[lL]ambda|mu|nu|[xX]i|rho|[sS]igma|tau|[uU]psilon|[pP]hi|chi|[pP]si|[oO]mega)\d"
+)
+
+
+def _group_start(s: str, close: int) -> int:
+    """Index of the ``{`` matching the ``}`` at ``close`` (escaped braces ignored); -1 if none."""
+    depth = 0
+    for j in range(close, -1, -1):
+        if j > 0 and s[j - 1] == "\\":
+            continue
+        depth += {"}": 1, "{": -1}.get(s[j], 0)
+        if depth == 0:
+            return j
+    return -1
+
+
+def _juxtaposed_number(s: str) -> bool:
+    """True when a digit directly follows a complete value in normalised ``s`` without an operator:
+    ``16\\pi1``, ``\\frac{2}{5}1``, ``\\sqrt{3}2``, ``x^{2}1``. Subscripts (``\\log_{2}8``), ``\\text{..}``,
+    ``\\begin{..}`` and function arguments (``\\ln2``, ``\\frac17``) do not count."""
+    if _VALUE_SYMBOL_RE.search(s):
+        return True
+    for m in re.finditer(r"(?<!\\)\}(?=\d)", s):
+        i, groups = m.start(), 0
+        # Walk back over the brace groups that end here (``\\frac{a}{b}`` has two) to their command;
+        # after ``\\frac{270}`` the digit is the second argument (``\\frac{270}7``), not a factor.
+        while (i := _group_start(s, i)) > 0:
+            groups += 1
+            cmd = _VALUE_CMD_RE.search(s, 0, i)
+            if cmd:
+                if groups >= (2 if cmd.group().endswith(("frac", "binom")) else 1):
+                    return True
+                break
+            if s[i - 1] != "}":
+                break
+            i -= 1
+    return False
+
+
 def fast_verdict(gold: str, pred: str) -> bool | None:
     """Decide the easy cases without math-verify; None when a symbolic check is needed.
 
@@ -78,6 +122,10 @@ def fast_verdict(gold: str, pred: str) -> bool | None:
         return False
     if g == p:
         return True
+    # math-verify reads juxtaposition as multiplication, so a stray digit appended to a correct answer
+    # (``16\\pi1``, ``\\frac{2}{5}1``) would verify; such a non-canonical form is wrong unless the gold has it.
+    if _juxtaposed_number(p) and not _juxtaposed_number(g):
+        return False
     if len(g) > 64 or len(p) > 64:
         return None
     gr, pr = _rational(g), _rational(p)
