@@ -56,6 +56,7 @@ def main(argv: list[str] | None = None) -> None:
     work.mkdir(parents=True, exist_ok=True)
     common = dict(
         os.environ,
+        PYTHON=sys.executable,
         STEPS=str(args.steps),
         BATCH=str(args.batch),
         N=str(args.n),

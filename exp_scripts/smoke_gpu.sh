@@ -23,12 +23,9 @@ if [[ -z "${ROLLOUT:-}" ]]; then
 fi
 
 mkdir -p "${OUT_DIR}"
-corpus_args=()
-[[ -f "${SAMPLE_JSONL}" ]] && corpus_args=(--corpus "${SAMPLE_JSONL}")
-"${PYTHON}" -m luffy.tiny "${MODEL_DIR}" "${corpus_args[@]}"
-if [[ ! -f "${DATA_DIR}/train.parquet" ]]; then
-  "${PYTHON}" data/prepare_train.py --input "${SAMPLE_JSONL}" --output_dir "${DATA_DIR}" --no_progress
-fi
+# shellcheck source=exp_scripts/tiny_inputs.sh
+source "${REPO}/exp_scripts/tiny_inputs.sh"
+tiny_inputs "${MODEL_DIR}" "${DATA_DIR}" "${SAMPLE_JSONL}"
 
 rollout_args=("actor_rollout_ref.rollout.name=${ROLLOUT}")
 if [[ "${ROLLOUT}" == vllm ]]; then

@@ -22,11 +22,9 @@ LOG_FILE="${LOG_FILE:-${OUT_DIR}/train.log}"
 source "${REPO}/exp_scripts/common_tiny_cpu.sh"
 mkdir -p "${OUT_DIR}"
 
-# tiny offline model + tokenizer (skipped when already there) and the training parquet
-"${PYTHON}" -m luffy.tiny "${MODEL_DIR}" --corpus "${SAMPLE_JSONL}"
-if [[ ! -f "${DATA_DIR}/train.parquet" ]]; then
-  "${PYTHON}" data/prepare_train.py --input "${SAMPLE_JSONL}" --output_dir "${DATA_DIR}" --no_progress
-fi
+# shellcheck source=exp_scripts/tiny_inputs.sh
+source "${REPO}/exp_scripts/tiny_inputs.sh"
+tiny_inputs "${MODEL_DIR}" "${DATA_DIR}" "${SAMPLE_JSONL}"
 
 "${PYTHON}" -m luffy.cpu.main_cpu_ppo \
   "${CPU_ARGS[@]}" \
@@ -52,13 +50,4 @@ fi
   trainer.default_local_dir="${OUT_DIR}/checkpoints" \
   "$@" 2>&1 | tee "${LOG_FILE}"
 
-# seconds per step from veRL's console metrics (timing_s/step); the first step includes warm-up
-"${PYTHON}" - "${LOG_FILE}" <<'PY'
-import re, sys
-times = [float(m) for m in re.findall(r"timing_s/step:([0-9.]+)", open(sys.argv[1]).read())]
-if not times:
-    sys.exit("no timing_s/step in the log: the run did not complete a step")
-warm = times[1:] or times
-print(f"steps: {len(times)}  first step: {times[0]:.2f} s  warm steps: mean {sum(warm) / len(warm):.2f} s "
-      f"(min {min(warm):.2f}, max {max(warm):.2f})")
-PY
+report_step_times "${LOG_FILE}"

@@ -35,12 +35,9 @@ EXPERIMENT="${EXPERIMENT:-luffy_tiny_cpu}"
 source "${REPO}/exp_scripts/common_tiny_cpu.sh"
 mkdir -p "${OUT_DIR}" "$(dirname "${FIGURE}")"
 
-corpus_args=()
-[[ -f "${SAMPLE_JSONL}" ]] && corpus_args=(--corpus "${SAMPLE_JSONL}")
-"${PYTHON}" -m luffy.tiny "${MODEL_DIR}" "${corpus_args[@]}"
-if [[ ! -f "${DATA_DIR}/train.parquet" ]]; then
-  "${PYTHON}" data/prepare_train.py --input "${SAMPLE_JSONL}" --output_dir "${DATA_DIR}" --no_progress
-fi
+# shellcheck source=exp_scripts/tiny_inputs.sh
+source "${REPO}/exp_scripts/tiny_inputs.sh"
+tiny_inputs "${MODEL_DIR}" "${DATA_DIR}" "${SAMPLE_JSONL}"
 
 rollout_dump=null
 [[ "${DUMP_ROLLOUTS}" == 1 ]] && rollout_dump="${OUT_DIR}/rollouts"
@@ -99,12 +96,4 @@ if [[ "${RESUME}" == 1 ]]; then
 fi
 
 "${PYTHON}" exp_scripts/plot_metrics.py "${metric_files[@]}" --out "${FIGURE}" --title "LUFFY, tiny CPU run"
-"${PYTHON}" - "${OUT_DIR}/train.log" <<'PY'
-import re, sys
-times = [float(m) for m in re.findall(r"timing_s/step:([0-9.]+)", open(sys.argv[1]).read())]
-if not times:
-    sys.exit("no timing_s/step in the log: the run did not complete a step")
-warm = times[1:] or times
-print(f"steps: {len(times)}  first step: {times[0]:.2f} s  warm steps: mean {sum(warm) / len(warm):.2f} s "
-      f"(min {min(warm):.2f}, max {max(warm):.2f})")
-PY
+report_step_times "${OUT_DIR}/train.log"
