@@ -38,7 +38,7 @@ PANELS: list[tuple[str, list[tuple[str, str]]]] = [
         [
             ("luffy/entropy_on_policy", "on-policy"),
             ("luffy/entropy_off_policy", "off-policy"),
-            ("actor/entropy", "all tokens"),
+            ("actor/entropy", "all tokens (veRL's metric, rounded to bf16)"),
         ],
     ),
     ("response length", [("response_length/mean", "mean"), ("response_length/max", "max")]),
