@@ -16,6 +16,10 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+# veRL first, as every veRL process imports it: its plugin loading registers luffy's names before any
+# test module imports a luffy module that itself imports veRL (see luffy/plugin.py).
+import verl  # noqa: E402,F401
+
 
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:

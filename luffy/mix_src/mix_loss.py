@@ -19,21 +19,15 @@ from tensordict import TensorDict
 from verl.workers.utils.losses import ppo_loss
 from verl.workers.utils.padding import no_padding_2_padding
 
-from luffy.mix_src.core_algos import compute_token_on_off_policy_loss
+from luffy.mix_src.core_algos import LOSS_METRIC_KEYS, compute_token_on_off_policy_loss
 from luffy.mix_src.mix_fields import off_policy_token_mask
 
 LOSS_MODE = "luffy_mixed"
-# Loss metrics reported per micro-batch (averaged by veRL over micro-batches), under "actor/".
-_REPORTED = (
-    "on_pg_loss",
-    "off_pg_loss",
-    "on_pg_clipfrac",
-    "ppo_kl",
-    "off_ratio_mean",
-    "off_ratio_max_clip_frac",
-    "off_ratio_min_clip_frac",
-    "off_policy_prob",
-)
+# Loss metrics reported per micro-batch (averaged by veRL over micro-batches), under "actor/": all of the
+# loss's metrics but the total (veRL reports its own pg_loss), the old on-policy probability (the trainer
+# reports it per step) and the token counts (not meaningful as micro-batch averages).
+_NOT_REPORTED = ("pg_loss", "on_policy_prob", "on_token_count", "off_token_count")
+_REPORTED = tuple(key for key in LOSS_METRIC_KEYS if key not in _NOT_REPORTED)
 _OFF_POLICY_MASK: ContextVar[torch.Tensor | None] = ContextVar("luffy_off_policy_mask", default=None)
 
 
