@@ -22,6 +22,7 @@ import _bootstrap  # noqa: F401
 from tqdm import tqdm
 
 from luffy.evaluation.summary import format_table, summarize, write_summary
+from luffy.jsonl import iter_jsonl
 from luffy.scoring import score_responses
 
 logger = logging.getLogger("score")
@@ -75,22 +76,17 @@ def score_line(row: dict[str, Any]) -> dict[str, Any]:
 def read_lines(path: Path, skip_bad: bool) -> tuple[list[dict[str, Any]], int]:
     """Normalised lines of ``path`` and the number of bad lines skipped."""
     rows, bad = [], 0
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise BadLineError(f"{where}: not valid JSON ({exc.msg})") from exc
-                rows.append(normalize_line(row, where))
-            except BadLineError as exc:
-                if not skip_bad:
-                    raise
-                bad += 1
-                logger.warning("skipping %s", exc)
+    for lineno, row, problem in iter_jsonl(path):
+        where = f"{path}:{lineno}"
+        try:
+            if problem is not None:
+                raise BadLineError(f"{where}: {problem}")
+            rows.append(normalize_line(row, where))
+        except BadLineError as exc:
+            if not skip_bad:
+                raise
+            bad += 1
+            logger.warning("skipping %s", exc)
     return rows, bad
 
 

@@ -10,7 +10,6 @@ the actor's probability of off- vs on-policy tokens, entropy, response length.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 from pathlib import Path
@@ -19,6 +18,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+
+from luffy.jsonl import iter_jsonl  # noqa: E402
 
 PANELS: list[tuple[str, list[tuple[str, str]]]] = [
     (
@@ -49,13 +50,9 @@ def read_metrics(paths: list[Path]) -> dict[int, dict[str, float]]:
     """Metrics by step from one or more JSONL files (later files override earlier ones)."""
     by_step: dict[int, dict[str, float]] = {}
     for path in paths:
-        for line_no, line in enumerate(path.read_text().splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise SystemExit(f"{path}:{line_no}: not JSON ({err})") from None
+        for line_no, record, problem in iter_jsonl(path):
+            if problem is not None:
+                raise SystemExit(f"{path}:{line_no}: {problem}")
             values = {k: v for k, v in record.get("data", {}).items() if isinstance(v, int | float)}
             by_step.setdefault(int(record["step"]), {}).update(values)
     return by_step

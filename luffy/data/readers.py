@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from luffy.data.errors import LuffyDataError
+from luffy.jsonl import iter_jsonl
 
 logger = logging.getLogger(__name__)
 
@@ -82,16 +83,8 @@ def _arrow_rows(table: Any, batch_size: int = 2048) -> Iterator[dict[str, Any]]:
 
 
 def _jsonl_rows(path: Path) -> Iterator[dict[str, Any] | UnreadableRow]:
-    with path.open("r", encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                yield UnreadableRow(f"line {line_no} is not valid JSON ({err.msg})")
-                continue
-            yield row if isinstance(row, dict) else UnreadableRow(f"line {line_no} is not a JSON object")
+    for line_no, row, problem in iter_jsonl(path):
+        yield row if problem is None else UnreadableRow(f"line {line_no} is {problem}")
 
 
 def _count_lines(path: Path) -> int:

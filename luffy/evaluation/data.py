@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from luffy.jsonl import iter_jsonl
 from luffy.scoring.choice import LETTERS, is_multiple_choice
 
 logger = logging.getLogger(__name__)
@@ -96,42 +96,35 @@ def _from_parquet(path: Path) -> list[EvalProblem]:
 
 def _from_jsonl(path: Path) -> list[EvalProblem]:
     problems = []
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            where = f"{path} line {lineno}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise EvalDataError(f"{where}: not valid JSON ({exc})") from exc
-            if not isinstance(row, dict):
-                raise EvalDataError(f"{where}: expected a JSON object")
-            question = row.get("problem", row.get("question"))
-            answer = row.get("answer", row.get("ground_truth"))
-            if not isinstance(question, str) or not question.strip():
-                raise EvalDataError(f"{where}: needs a non-empty 'problem' (or 'question') string")
-            if answer is None or str(answer).strip() == "":
-                raise EvalDataError(f"{where}: needs an 'answer' (or 'ground_truth')")
-            ds = str(row.get("data_source", path.stem))
-            choices = row.get("choices")
-            if choices is not None and not isinstance(choices, list):
-                raise EvalDataError(f"{where}: 'choices' must be a list")
-            mc = bool(row.get("multiple_choice", choices is not None)) or is_multiple_choice(ds)
-            if choices:
-                question = format_choices(question, [str(c) for c in choices])
-            index = len(problems)
-            problems.append(
-                EvalProblem(
-                    uid=f"{ds}-{index}",
-                    index=index,
-                    data_source=ds,
-                    question=question,
-                    answer=str(answer),
-                    multiple_choice=mc,
-                    choices=[str(c) for c in choices] if choices else None,
-                )
+    for lineno, row, problem in iter_jsonl(path):
+        where = f"{path} line {lineno}"
+        if problem is not None:
+            raise EvalDataError(f"{where}: {problem}")
+        question = row.get("problem", row.get("question"))
+        answer = row.get("answer", row.get("ground_truth"))
+        if not isinstance(question, str) or not question.strip():
+            raise EvalDataError(f"{where}: needs a non-empty 'problem' (or 'question') string")
+        if answer is None or str(answer).strip() == "":
+            raise EvalDataError(f"{where}: needs an 'answer' (or 'ground_truth')")
+        ds = str(row.get("data_source", path.stem))
+        choices = row.get("choices")
+        if choices is not None and not isinstance(choices, list):
+            raise EvalDataError(f"{where}: 'choices' must be a list")
+        mc = bool(row.get("multiple_choice", choices is not None)) or is_multiple_choice(ds)
+        if choices:
+            question = format_choices(question, [str(c) for c in choices])
+        index = len(problems)
+        problems.append(
+            EvalProblem(
+                uid=f"{ds}-{index}",
+                index=index,
+                data_source=ds,
+                question=question,
+                answer=str(answer),
+                multiple_choice=mc,
+                choices=[str(c) for c in choices] if choices else None,
             )
+        )
     return problems
 
 
