@@ -26,6 +26,7 @@ mkdir -p "${OUT_DIR}"
 # shellcheck source=exp_scripts/tiny_inputs.sh
 source "${REPO}/exp_scripts/tiny_inputs.sh"
 tiny_inputs "${MODEL_DIR}" "${DATA_DIR}" "${SAMPLE_JSONL}"
+tiny_luffy_args
 
 rollout_args=("actor_rollout_ref.rollout.name=${ROLLOUT}")
 if [[ "${ROLLOUT}" == vllm ]]; then
@@ -39,32 +40,13 @@ fi
 echo "rollout: ${ROLLOUT}"
 "${PYTHON}" -m luffy.mix_src.main_mix_ppo \
   "${rollout_args[@]}" \
-  data.train_files="${DATA_DIR}/train.parquet" \
-  data.val_files="${DATA_DIR}/train.parquet" \
-  data.custom_cls.path=pkg://luffy.mix_src.dataset \
-  data.custom_cls.name=LuffyRLHFDataset \
-  data.train_batch_size="${BATCH}" \
-  data.max_prompt_length="${PROMPT_LEN}" \
-  data.max_response_length="${RESPONSE_LEN}" \
-  data.filter_overlong_prompts=true \
-  actor_rollout_ref.model.path="${MODEL_DIR}" \
+  "${TINY_LUFFY_ARGS[@]}" \
   actor_rollout_ref.actor.optim.lr=1e-4 \
-  actor_rollout_ref.actor.ppo_mini_batch_size="${BATCH}" \
   actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=8 \
   actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=8 \
   actor_rollout_ref.actor.use_kl_loss=false \
-  actor_rollout_ref.actor.entropy_coeff=0.001 \
-  actor_rollout_ref.actor.off_policy_reshape=p_div_p_0.1 \
-  actor_rollout_ref.actor.loss_remove_token_mean=true \
-  actor_rollout_ref.actor.loss_remove_clip=true \
   actor_rollout_ref.rollout.tensor_model_parallel_size=1 \
   actor_rollout_ref.rollout.agent.num_workers=1 \
-  actor_rollout_ref.rollout.n="${N}" \
-  actor_rollout_ref.rollout.n_prefix="${N_PREFIX}" \
-  actor_rollout_ref.rollout.max_prefix_len="${RESPONSE_LEN}" \
-  actor_rollout_ref.rollout.val_kwargs.n=1 \
-  algorithm.adv_estimator=grpo \
-  algorithm.grpo_use_std=false \
   algorithm.use_kl_in_reward=false \
   trainer.logger='[console]' \
   trainer.n_gpus_per_node=1 \

@@ -25,3 +25,31 @@ print(f"steps: {len(times)}  first step: {times[0]:.2f} s  warm steps: mean {sum
       f"(min {min(warm):.2f}, max {max(warm):.2f})")
 PY
 }
+
+# tiny_luffy_args: sets the array TINY_LUFFY_ARGS, the hydra overrides every tiny LUFFY run shares (its
+# data and model, and LUFFY's recipe knobs), from DATA_DIR, MODEL_DIR, BATCH, PROMPT_LEN, RESPONSE_LEN,
+# N and N_PREFIX. Validation reuses the training parquet: it is a check that validation runs.
+tiny_luffy_args() {
+  TINY_LUFFY_ARGS=(
+    "data.train_files=${DATA_DIR}/train.parquet"
+    "data.val_files=${DATA_DIR}/train.parquet"
+    "data.custom_cls.path=pkg://luffy.mix_src.dataset"
+    "data.custom_cls.name=LuffyRLHFDataset"
+    "data.train_batch_size=${BATCH}"
+    "data.max_prompt_length=${PROMPT_LEN}"
+    "data.max_response_length=${RESPONSE_LEN}"
+    "data.filter_overlong_prompts=true"
+    "actor_rollout_ref.model.path=${MODEL_DIR}"
+    "actor_rollout_ref.actor.ppo_mini_batch_size=${BATCH}"
+    "actor_rollout_ref.actor.entropy_coeff=0.001"
+    "actor_rollout_ref.actor.off_policy_reshape=p_div_p_0.1"
+    "actor_rollout_ref.actor.loss_remove_token_mean=true"
+    "actor_rollout_ref.actor.loss_remove_clip=true"
+    "actor_rollout_ref.rollout.n=${N}"
+    "actor_rollout_ref.rollout.n_prefix=${N_PREFIX}"
+    "actor_rollout_ref.rollout.max_prefix_len=${RESPONSE_LEN}"
+    "actor_rollout_ref.rollout.val_kwargs.n=1"
+    "algorithm.adv_estimator=grpo"
+    "algorithm.grpo_use_std=false"
+  )
+}

@@ -38,6 +38,7 @@ mkdir -p "${OUT_DIR}" "$(dirname "${FIGURE}")"
 # shellcheck source=exp_scripts/tiny_inputs.sh
 source "${REPO}/exp_scripts/tiny_inputs.sh"
 tiny_inputs "${MODEL_DIR}" "${DATA_DIR}" "${SAMPLE_JSONL}"
+tiny_luffy_args
 
 rollout_dump=null
 [[ "${DUMP_ROLLOUTS}" == 1 ]] && rollout_dump="${OUT_DIR}/rollouts"
@@ -48,31 +49,12 @@ run_luffy() {
   shift 3
   VERL_FILE_LOGGER_PATH="${metrics}" "${PYTHON}" -m luffy.mix_src.main_mix_ppo \
     "${CPU_ARGS[@]}" \
-    data.train_files="${DATA_DIR}/train.parquet" \
-    data.val_files="${DATA_DIR}/train.parquet" \
-    data.custom_cls.path=pkg://luffy.mix_src.dataset \
-    data.custom_cls.name=LuffyRLHFDataset \
-    data.train_batch_size="${BATCH}" \
+    "${TINY_LUFFY_ARGS[@]}" \
     data.val_batch_size="${BATCH}" \
-    data.max_prompt_length="${PROMPT_LEN}" \
-    data.max_response_length="${RESPONSE_LEN}" \
-    data.filter_overlong_prompts=true \
     data.truncation=error \
-    actor_rollout_ref.model.path="${MODEL_DIR}" \
     actor_rollout_ref.actor.optim.lr="${LR}" \
-    actor_rollout_ref.actor.ppo_mini_batch_size="${BATCH}" \
-    actor_rollout_ref.actor.entropy_coeff=0.001 \
-    actor_rollout_ref.actor.off_policy_reshape=p_div_p_0.1 \
-    actor_rollout_ref.actor.loss_remove_token_mean=true \
-    actor_rollout_ref.actor.loss_remove_clip=true \
     actor_rollout_ref.actor.checkpoint.save_contents='[model,optimizer,extra,hf_model]' \
     actor_rollout_ref.actor.checkpoint.load_contents='[model,optimizer,extra]' \
-    actor_rollout_ref.rollout.n="${N}" \
-    actor_rollout_ref.rollout.n_prefix="${N_PREFIX}" \
-    actor_rollout_ref.rollout.max_prefix_len="${RESPONSE_LEN}" \
-    actor_rollout_ref.rollout.val_kwargs.n=1 \
-    algorithm.adv_estimator=grpo \
-    algorithm.grpo_use_std=false \
     trainer.logger='[console,file]' \
     trainer.val_before_train=false \
     trainer.test_freq="${TEST_FREQ}" \
