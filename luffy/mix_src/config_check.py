@@ -11,7 +11,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from luffy.mix_src.core_algos import validate_reshape
+from luffy.mix_src.core_algos import luffy_loss_agg_mode, validate_reshape
 from luffy.mix_src.prefix import PREFIX_STRATEGIES
 
 LUFFY_AGENT_LOOP = "luffy_mix_agent"
@@ -61,6 +61,14 @@ def check_actor_keys(actor: Any, prefix: str = "actor_rollout_ref.actor") -> Non
     for key in ("loss_remove_token_mean", "loss_remove_clip"):
         if not _is_bool(_get(actor, key)):
             raise ValueError(f"{prefix}.{key}={_get(actor, key)!r} must be true or false")
+    try:
+        luffy_loss_agg_mode(_get(actor, "loss_agg_mode"), _get(actor, "loss_remove_token_mean"))
+    except ValueError as err:
+        raise ValueError(f"{prefix}: {err}; leave {prefix}.loss_agg_mode at token-mean") from None
+    for key in ("max_response_length", "entropy_loss_scale_factor"):
+        value = _get(actor, key)
+        if not (_is_number(value) and value > 0):
+            raise ValueError(f"{prefix}.{key}={value!r} must be a positive number of tokens")
 
 
 def check_rollout_keys(rollout: Any, prefix: str = "actor_rollout_ref.rollout") -> None:
