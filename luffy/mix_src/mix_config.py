@@ -61,10 +61,14 @@ class LuffyRolloutConfig(RolloutConfig):
 
     n_prefix: int = 1
     prefix_strategy: str = "random"
-    min_prefix_ratio: float = 1.0
+    min_prefix_ratio: float = 0.0
     max_prefix_ratio: float = 1.0
     prefix_share_across_samples: bool = False
     max_prefix_len: int = 8192
+    prefix_steps: int = 1000
+    prefix_linear_max_ratio: float = 0.8
+    prefix_linear_max_var: float = 0.1
+    use_target_lst: bool = True
 
     def __post_init__(self):
         super().__post_init__()
