@@ -47,6 +47,8 @@ tiny_luffy_args() {
     "actor_rollout_ref.actor.loss_remove_clip=true"
     "actor_rollout_ref.rollout.n=${N}"
     "actor_rollout_ref.rollout.n_prefix=${N_PREFIX}"
+    "actor_rollout_ref.rollout.min_prefix_ratio=1.0"
+    "actor_rollout_ref.rollout.max_prefix_ratio=1.0"
     "actor_rollout_ref.rollout.max_prefix_len=${RESPONSE_LEN}"
     "actor_rollout_ref.rollout.val_kwargs.n=1"
     "algorithm.adv_estimator=grpo"

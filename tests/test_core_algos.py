@@ -78,6 +78,7 @@ def ref_loss(old, lp, adv, mask, off, cfg):
     if cfg["clip_upper_bound"] is not None:
         hi = max(cfg["clip_upper_bound"], hi)
     on_terms, off_terms = [], []
+    kept_rows: set[int] = set()
     m = dict(on_clip=0, kl=0.0, off_ratio=0.0, off_max=0, off_min=0, off_p=0.0, on_p=0.0)
     for b in range(bsz):
         for t in range(length):
@@ -89,6 +90,7 @@ def ref_loss(old, lp, adv, mask, off, cfg):
             p = x.exp()
             if cfg["all_max_clip"] is not None and p.item() > cfg["all_max_clip"]:
                 continue
+            kept_rows.add(b)
             token_off = bool(off[b]) if off.dim() == 1 else bool(off[b, t])
             if token_off:
                 q = p
@@ -132,8 +134,23 @@ def ref_loss(old, lp, adv, mask, off, cfg):
                 on_terms.append(loss_t)
     n_on, n_off = len(on_terms), len(off_terms)
     total = sum(on_terms + off_terms, x_all.sum() * 0.0)
-    norm = length if cfg["loss_remove_token_mean"] else max(n_on + n_off, 1)
-    loss = total / norm
+    info = cfg.get("global_batch_info") or {}
+    dp = info.get("dp_size", 1)
+    if cfg["loss_remove_token_mean"]:
+        # sum / (responses of the mini-batch * constant length)
+        rows = max(len(kept_rows), 1)
+        n_seq = info.get("global_batch_size") or rows
+        t_norm = info.get("loss_scale_factor") or length
+        loss = total / (n_seq * t_norm) * dp
+    else:
+        # sum / tokens of the mini-batch; dropped tokens of this batch leave that count
+        n_tok = info.get("batch_num_tokens")
+        if n_tok is None:
+            loss = total / max(n_on + n_off, 1) * dp
+        else:
+            loss = total / n_tok * dp
+            if cfg["all_max_clip"] is not None and n_on + n_off > 0:
+                loss = loss * float(mask.sum()) / (n_on + n_off)
     loss.backward()
     on_sum = sum(v.item() for v in on_terms)
     off_sum = sum(v.item() for v in off_terms)
@@ -170,6 +187,7 @@ DEFAULT_CFG = dict(
     target_probs=None,
     loss_remove_token_mean=False,
     loss_remove_clip=False,
+    global_batch_info=None,
 )
 
 
@@ -222,6 +240,13 @@ def loss_case(draw):
     )
     if draw(st.booleans()):
         cfg["target_probs"] = torch.from_numpy(rng.uniform(0.05, 1.0, (bsz, length)))
+    if draw(st.booleans()):  # a micro-batch of a larger mini-batch, possibly data-parallel
+        cfg["global_batch_info"] = dict(
+            dp_size=draw(st.sampled_from([1, 2])),
+            batch_num_tokens=int(mask.sum()) + draw(st.integers(1, 30)),
+            global_batch_size=bsz + draw(st.integers(0, 5)),
+            loss_scale_factor=draw(st.sampled_from([None, 16])),
+        )
     return old, lp, adv, mask, off, cfg
 
 
@@ -436,17 +461,65 @@ def test_loss_hand_aggregation_and_all_max_clip():
     mask = torch.tensor([[1.0, 1.0, 0.0], [1.0, 1.0, 0.0]])
     adv = torch.ones(2, 3, dtype=torch.float64)
     off = torch.ones(2, dtype=torch.bool)
-    # token mean: 4 * -0.5 / 4 = -0.5 ; remove token mean: 4 * -0.5 / T(=3) = -2/3
+    # token mean: 4 * -0.5 / 4 = -0.5 ; remove token mean: 4 * -0.5 / (2 rows * T(=3)) = -1/3
     loss, _ = compute_token_on_off_policy_loss(lp, lp, adv, mask, off)
     assert math.isclose(loss.item(), -0.5)
     loss, _ = compute_token_on_off_policy_loss(lp, lp, adv, mask, off, loss_remove_token_mean=True)
-    assert math.isclose(loss.item(), -2 / 3)
+    assert math.isclose(loss.item(), -1 / 3)
+    # with the mini-batch's figures: / (5 responses * 8 columns), and / 10 tokens
+    info = dict(dp_size=1, global_batch_size=5, loss_scale_factor=8, batch_num_tokens=10)
+    loss, _ = compute_token_on_off_policy_loss(
+        lp, lp, adv, mask, off, loss_remove_token_mean=True, global_batch_info=info
+    )
+    assert math.isclose(loss.item(), -2 / 40)
+    loss, _ = compute_token_on_off_policy_loss(lp, lp, adv, mask, off, global_batch_info=info)
+    assert math.isclose(loss.item(), -2 / 10)
     # all_max_clip 0.4 < p = 0.5 everywhere: every token leaves -> loss 0, counts 0
     loss, m = compute_token_on_off_policy_loss(lp, lp, adv, mask, off, all_max_clip=0.4)
     assert loss.item() == 0.0 and float(m["off_token_count"]) == 0.0
     # off_max_clip 0.3: h = min(0.5, 0.3) = 0.3 -> loss -0.3, every token max-clipped
     loss, m = compute_token_on_off_policy_loss(lp, lp, adv, mask, off, off_max_clip=0.3)
     assert math.isclose(loss.item(), -0.3) and float(m["off_ratio_max_clip_frac"]) == 1.0
+
+
+def test_remove_token_mean_minimal_case_gives_the_originals_value():
+    # configured length 4; two one-response micro-batches of widths 2 and 4; on-policy, A = 1, ratio 1,
+    # no clip: every token L = -1. LUFFY's definition: (-2 - 4) / (4 * 2 responses) = -0.75, whatever
+    # the widths (the width-normalised sum would give -2/2/2 - 4/4/2 = -1.0).
+    info = dict(dp_size=1, global_batch_size=2, loss_scale_factor=4)
+    total = 0.0
+    for width in (2, 4):
+        zeros = torch.zeros(1, width, dtype=torch.float64)
+        loss, _ = compute_token_on_off_policy_loss(
+            zeros,
+            zeros,
+            torch.ones_like(zeros),
+            torch.ones(1, width),
+            torch.zeros(1, dtype=torch.bool),
+            loss_remove_token_mean=True,
+            loss_remove_clip=True,
+            global_batch_info=info,
+        )
+        total += loss.item()
+    assert math.isclose(total, -0.75)
+
+
+def test_all_max_clip_dropped_token_leaves_the_global_denominator():
+    # B = 1, T = 2, on-policy, A = 1, log p = log p_old = [log 0.5, log 0.95], all_max_clip 0.9,
+    # batch_num_tokens 2: the 0.95 token leaves numerator and denominator -> -1 / 1 = -1.0
+    lp = torch.log(torch.tensor([[0.5, 0.95]], dtype=torch.float64)).requires_grad_(True)
+    loss, m = compute_token_on_off_policy_loss(
+        lp.detach(),
+        lp,
+        torch.ones(1, 2, dtype=torch.float64),
+        torch.ones(1, 2),
+        torch.zeros(1, dtype=torch.bool),
+        all_max_clip=0.9,
+        global_batch_info=dict(dp_size=1, batch_num_tokens=2),
+    )
+    assert math.isclose(loss.item(), -1.0) and float(m["on_token_count"]) == 1.0
+    loss.backward()
+    assert lp.grad.tolist() == [[-1.0, 0.0]]
 
 
 @pytest.mark.parametrize("off_kind", ["all_on", "all_off", "empty"])

@@ -20,7 +20,7 @@ from verl.utils.tensordict_utils import list_of_dict_to_tensordict
 
 import luffy.plugin  # noqa: F401
 from luffy.cpu.hf_server import HFRolloutServer
-from luffy.mix_src.mix_agent_loop import PROGRESS_KEY, TRAIN_BATCH_KEY, MixAgentLoop
+from luffy.mix_src.mix_agent_loop import PROGRESS_KEY, TRAIN_BATCH_KEY, MixAgentLoop, trace_for_slot
 from luffy.mix_src.mix_fields import OFF_POLICY_KEY, PREFIX_LEN_KEY, off_policy_token_mask
 from luffy.mix_src.target_tokens import TargetEncoder
 
@@ -56,12 +56,14 @@ def _config(tiny_model_dir, *overrides):
                 f"data.max_response_length={RESPONSE_LEN}",
                 f"actor_rollout_ref.rollout.n={N}",
                 f"actor_rollout_ref.rollout.n_prefix={N_PREFIX}",
+                "actor_rollout_ref.rollout.min_prefix_ratio=1.0",  # whole traces unless a test says otherwise
+                "actor_rollout_ref.rollout.max_prefix_ratio=1.0",
                 *overrides,
             ],
         )
 
 
-def _run_sessions(tiny_model_dir, overrides=(), train=True, sessions=range(N), logprobs=True):
+def _run_sessions(tiny_model_dir, overrides=(), train=True, sessions=range(N), logprobs=True, row=None):
     """Run the loop for each session of one prompt; returns (outputs, client, tokenizer)."""
     from transformers import AutoTokenizer
 
@@ -82,7 +84,7 @@ def _run_sessions(tiny_model_dir, overrides=(), train=True, sessions=range(N), l
             data_config=DictConfigWrap(cfg.data),
         )
         params = {"temperature": 1.0, "top_p": 1.0, "top_k": -1, "repetition_penalty": 1.0, "logprobs": logprobs}
-        kwargs = {"raw_prompt": MESSAGES, "target": TARGET, "uid": "prompt-0", "global_steps": STEP}
+        kwargs = {"raw_prompt": MESSAGES, "target": TARGET, "uid": "prompt-0", "global_steps": STEP, **(row or {})}
         if train:
             kwargs.update({TRAIN_BATCH_KEY: True, PROGRESS_KEY: 0.5})
         outs = [await loop.run(dict(params), session_id=s, **kwargs) for s in sessions]
@@ -170,3 +172,27 @@ def test_prefix_guidance_continues_from_the_target_prefix(tiny_model_dir):
 def test_without_rollout_logprobs_no_filler(tiny_model_dir):
     outs, _, _ = _run_sessions(tiny_model_dir, sessions=[0], logprobs=False)
     assert outs[0].response_logprobs is None
+
+
+TRACE_B = "<think>\nSubtract 13: 2x = 16.\n</think>\nSo $x = \\boxed{8}$."
+
+
+@pytest.mark.parametrize("use_target_lst", [True, False])
+def test_off_policy_slots_take_their_own_trace_from_target_lst(tiny_model_dir, use_target_lst):
+    overrides = ("actor_rollout_ref.rollout.n_prefix=2", f"actor_rollout_ref.rollout.use_target_lst={use_target_lst}")
+    row = {"target_lst": [TARGET[0], {"role": "assistant", "content": TRACE_B}]}
+    outs, client, tokenizer = _run_sessions(tiny_model_dir, overrides, sessions=range(2), row=row)
+    encoder = TargetEncoder(tokenizer, RESPONSE_LEN)
+    first = encoder.encode(TARGET, outs[0].prompt_ids).ids
+    second = encoder.encode(TRACE_B, outs[0].prompt_ids).ids if use_target_lst else first
+    assert [o.response_ids for o in outs] == [first, second] and not client.calls
+
+
+def test_trace_for_slot_falls_back_to_target():
+    assert trace_for_slot(None, 0, fallback="t") == "t"
+    assert trace_for_slot([], 1, fallback="t") == "t"
+    assert trace_for_slot(["a", "b"], 3, fallback="t") == "b"  # cycles over the row's traces
+    assert trace_for_slot([[{"role": "assistant", "content": "a"}]], 0, fallback="t") == {
+        "role": "assistant",
+        "content": "a",
+    }

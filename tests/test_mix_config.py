@@ -35,7 +35,9 @@ def test_defaults_are_luffys_and_valid():
     cfg = _compose()
     rollout, actor, algo = cfg.actor_rollout_ref.rollout, cfg.actor_rollout_ref.actor, cfg.algorithm
     assert (rollout.n, rollout.n_prefix, rollout.prefix_strategy) == (8, 1, "random")
-    assert (rollout.min_prefix_ratio, rollout.max_prefix_ratio, rollout.max_prefix_len) == (1.0, 1.0, 8192)
+    assert (rollout.min_prefix_ratio, rollout.max_prefix_ratio, rollout.max_prefix_len) == (0.0, 1.0, 8192)
+    assert (rollout.prefix_steps, rollout.prefix_linear_max_ratio, rollout.use_target_lst) == (1000, 0.8, True)
+    assert actor.off_policy_reshape_weight == 0.1 and actor.on_policy_reshape_weight == 0.1
     assert rollout.prefix_share_across_samples is False
     assert rollout.agent.default_agent_loop == "luffy_mix_agent"
     assert actor.off_policy_reshape == "no_reshape" and actor.policy_loss.loss_mode == "luffy_mixed"
@@ -86,6 +88,11 @@ def test_dataclass_rejects_bad_value_too():
         ("actor_rollout_ref.rollout.prefix_strategy=cosine", "prefix_strategy"),
         ("actor_rollout_ref.rollout.min_prefix_ratio=0.9", None),  # with max 0.5 below
         ("actor_rollout_ref.rollout.max_prefix_len=0", "max_prefix_len"),
+        ("actor_rollout_ref.rollout.prefix_steps=0", "prefix_steps"),
+        ("actor_rollout_ref.rollout.prefix_linear_max_ratio=1.5", "prefix_linear_max_ratio"),
+        ("actor_rollout_ref.rollout.prefix_strategy=linear_variance", "progress_linear_variance"),
+        ("actor_rollout_ref.actor.loss_agg_mode=seq-mean-token-mean", "loss_agg_mode"),  # with remove token mean
+        ("actor_rollout_ref.actor.entropy_loss_scale_factor=0", "entropy_loss_scale_factor"),
         ("actor_rollout_ref.actor.off_min_clip=2.0", "off_min_clip"),  # with off_max_clip 1.0 below
         ("algorithm.adv_estimator=gae", "adv_estimator"),
         ("algorithm.norm_adv_by_std_in_grpo=false", "grpo_use_std"),
@@ -100,8 +107,18 @@ def test_bad_values_name_their_key(override, key):
         extra, key = ["actor_rollout_ref.rollout.max_prefix_ratio=0.5"], "min_prefix_ratio"
     if "off_min_clip" in override:
         extra = ["actor_rollout_ref.actor.off_max_clip=1.0"]
+    if "loss_agg_mode" in override:
+        extra = ["actor_rollout_ref.actor.loss_remove_token_mean=true"]
     cfg = _compose(override, *extra)
     with pytest.raises(ValueError, match=key):
+        check_luffy_config(cfg)
+
+
+def test_fixed_prefixes_cannot_be_shared():
+    cfg = _compose(
+        "actor_rollout_ref.rollout.prefix_strategy=fixed", "actor_rollout_ref.rollout.prefix_share_across_samples=true"
+    )
+    with pytest.raises(ValueError, match="prefix_share_across_samples"):
         check_luffy_config(cfg)
 
 

@@ -124,19 +124,30 @@ def test_loss_matches_core_loss_with_global_token_normalisation():
     assert torch.isfinite(log_probs.grad).all() and log_probs.grad.abs().sum() > 0
 
 
-def test_remove_token_mean_uses_sequence_normalisation():
+def test_remove_token_mean_is_verls_seq_mean_token_sum_norm_over_the_configured_length():
     config = _actor_config(
         "actor_rollout_ref.actor.entropy_coeff=0.0",
         "actor_rollout_ref.actor.loss_remove_token_mean=true",
         "actor_rollout_ref.actor.loss_remove_clip=true",
+        "data.max_response_length=32",
     )
+    assert (config.loss_agg_mode, config.loss_scale_factor) == ("seq-mean-token-sum-norm", 32)
     data, model_output, _, _, _, ref = _micro_batch(seed=1)
     loss, _ = luffy_ppo_loss(config, model_output, data)
-    expected, _ = _expected_pg(config, ref)  # sum(m L) / T
-    torch.testing.assert_close(loss, expected / 8)  # / global_batch_size * dp_size
+    _, raw = _expected_pg(config, ref)
+    token_sum = (raw["on_pg_loss"] * raw["on_token_count"] + raw["off_pg_loss"] * raw["off_token_count"]).float()
+    # sum(m L) / (global_batch_size 8 * configured length 32), not / this micro-batch's width 6
+    torch.testing.assert_close(loss, token_sum / (8 * 32))
 
 
-def test_entropy_term_is_verls():
+def test_loss_scale_factor_overrides_the_configured_length():
+    config = _actor_config(
+        "actor_rollout_ref.actor.loss_remove_token_mean=true", "actor_rollout_ref.actor.loss_scale_factor=100"
+    )
+    assert config.loss_scale_factor == 100
+
+
+def test_entropy_term_is_verls_token_mean():
     config = _actor_config("actor_rollout_ref.actor.entropy_coeff=0.01")
     data, model_output, _, entropy, seq_lens, ref = _micro_batch(seed=2)
     without, _ = luffy_ppo_loss(config, model_output, data)

@@ -11,8 +11,8 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from luffy.mix_src.core_algos import validate_reshape
-from luffy.mix_src.prefix import PREFIX_STRATEGIES
+from luffy.mix_src.core_algos import luffy_loss_agg_mode, validate_reshape
+from luffy.mix_src.prefix import check_prefix_strategy
 
 LUFFY_AGENT_LOOP = "luffy_mix_agent"
 ADV_ESTIMATORS = ("grpo", "grpo_split")
@@ -61,6 +61,14 @@ def check_actor_keys(actor: Any, prefix: str = "actor_rollout_ref.actor") -> Non
     for key in ("loss_remove_token_mean", "loss_remove_clip"):
         if not _is_bool(_get(actor, key)):
             raise ValueError(f"{prefix}.{key}={_get(actor, key)!r} must be true or false")
+    try:
+        luffy_loss_agg_mode(_get(actor, "loss_agg_mode"), _get(actor, "loss_remove_token_mean"))
+    except ValueError as err:
+        raise ValueError(f"{prefix}: {err}; leave {prefix}.loss_agg_mode at token-mean") from None
+    for key in ("max_response_length", "entropy_loss_scale_factor"):
+        value = _get(actor, key)
+        if not (_is_number(value) and value > 0):
+            raise ValueError(f"{prefix}.{key}={value!r} must be a positive number of tokens")
 
 
 def check_rollout_keys(rollout: Any, prefix: str = "actor_rollout_ref.rollout") -> None:
@@ -78,8 +86,21 @@ def check_rollout_keys(rollout: Any, prefix: str = "actor_rollout_ref.rollout") 
             "generated samples plus n_prefix off-policy targets"
         )
     strategy = _get(rollout, "prefix_strategy")
-    if strategy not in PREFIX_STRATEGIES:
-        raise ValueError(f"{prefix}.prefix_strategy={strategy!r}; accepted: {', '.join(PREFIX_STRATEGIES)}")
+    try:
+        check_prefix_strategy(strategy)
+    except ValueError as err:
+        raise ValueError(str(err).replace("actor_rollout_ref.rollout", prefix)) from None
+    if strategy == "fixed" and _get(rollout, "prefix_share_across_samples") is True:
+        raise ValueError(
+            f"{prefix}.prefix_strategy=fixed gives each off-policy slot its own ratio; it cannot be combined "
+            f"with {prefix}.prefix_share_across_samples=true (LUFFY refuses it too)"
+        )
+    steps = _get(rollout, "prefix_steps")
+    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+        raise ValueError(f"{prefix}.prefix_steps={steps!r} must be a positive number of training steps")
+    cap = _get(rollout, "prefix_linear_max_ratio")
+    if not (_is_number(cap) and 0.0 <= cap <= 1.0):
+        raise ValueError(f"{prefix}.prefix_linear_max_ratio={cap!r} must be a number in [0, 1]")
     lo, hi = _get(rollout, "min_prefix_ratio"), _get(rollout, "max_prefix_ratio")
     if not (_is_number(lo) and _is_number(hi) and 0.0 <= lo <= hi <= 1.0):
         raise ValueError(
@@ -89,8 +110,9 @@ def check_rollout_keys(rollout: Any, prefix: str = "actor_rollout_ref.rollout") 
     max_len = _get(rollout, "max_prefix_len")
     if not isinstance(max_len, int) or isinstance(max_len, bool) or max_len < 1:
         raise ValueError(f"{prefix}.max_prefix_len={max_len!r} must be a positive number of tokens")
-    if not _is_bool(_get(rollout, "prefix_share_across_samples")):
-        raise ValueError(f"{prefix}.prefix_share_across_samples must be true or false")
+    for key in ("prefix_share_across_samples", "use_target_lst"):
+        if not _is_bool(_get(rollout, key)):
+            raise ValueError(f"{prefix}.{key}={_get(rollout, key)!r} must be true or false")
 
 
 def check_algorithm_keys(algorithm: Any, prefix: str = "algorithm") -> None:

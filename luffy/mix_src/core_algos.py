@@ -8,14 +8,17 @@ Two pure-torch functions that the LUFFY trainer calls directly:
   optionally shaped importance-sampling loss on off-policy (guidance) tokens.
 
 Both work on CPU and GPU, accept float32/bfloat16 inputs and compute in float32 (float64 inputs stay
-float64). Neither is registered with veRL's policy-loss registry: that registry's callables never see
-the off-policy mask, so the trainer calls these functions itself.
+float64). The loss is aggregated by veRL's own ``agg_loss`` with veRL's global batch information, so
+its normalisation is the one veRL applies to every other loss term. Neither function is registered with
+veRL's policy-loss registry: that registry's callables never see the off-policy mask, so the trainer
+calls them itself (``mix_loss.py``).
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -29,8 +32,13 @@ __all__ = [
     "STATS_FROM_CHOICES",
     "compute_grpo_outcome_advantage_split",
     "compute_token_on_off_policy_loss",
+    "luffy_loss_agg_mode",
     "validate_reshape",
 ]
+
+# veRL's loss_agg_mode that expresses LUFFY's loss_remove_token_mean: per-sequence token sums, divided by
+# the number of sequences of the global mini-batch and by one constant length (loss_scale_factor).
+REMOVE_TOKEN_MEAN_MODE = "seq-mean-token-sum-norm"
 
 # Names accepted by ``on_policy_reshape`` / ``off_policy_reshape``. The last entry is a pattern: any
 # ``p_div_p_<gamma>`` with a positive finite number, e.g. ``p_div_p_0.1`` (LUFFY's recipe).
@@ -288,23 +296,40 @@ def _off_policy_ratio(
     return h, h * gamma * inv
 
 
-class _PrecomputedGradLoss(torch.autograd.Function):
-    """Scalar loss whose gradient w.r.t. ``log_prob`` was computed analytically in the forward pass.
+class _TokenLossWithGrad(torch.autograd.Function):
+    """Per-token loss ``(B, T)`` whose elementwise derivative w.r.t. ``log_prob`` was computed analytically.
 
-    Saves one (B, T) tensor instead of every intermediate of the elementwise graph; gradients reach
-    ``log_prob`` only.
+    Saves one (B, T) tensor instead of every intermediate of the elementwise graph; the aggregation
+    on top of it (veRL's ``agg_loss``) is ordinary autograd. Gradients reach ``log_prob`` only.
     """
 
     @staticmethod
-    def forward(ctx: Any, log_prob: torch.Tensor, loss: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(grad)
+    def forward(ctx: Any, log_prob: torch.Tensor, tok_loss: torch.Tensor, dtok: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(dtok)
         ctx.in_dtype = log_prob.dtype
-        return loss.clone()
+        return tok_loss
 
     @staticmethod
     def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor, None, None]:
-        (grad,) = ctx.saved_tensors
-        return (grad * grad_out).to(ctx.in_dtype), None, None
+        (dtok,) = ctx.saved_tensors
+        return (dtok * grad_out).to(ctx.in_dtype), None, None
+
+
+def luffy_loss_agg_mode(loss_agg_mode: str, loss_remove_token_mean: bool) -> str:
+    """veRL ``loss_agg_mode`` of LUFFY's loss: ``seq-mean-token-sum-norm`` when ``loss_remove_token_mean``.
+
+    Raises:
+        ValueError: ``loss_remove_token_mean`` together with a mode other than veRL's default
+            ``token-mean`` or the mode it stands for.
+    """
+    if not loss_remove_token_mean:
+        return loss_agg_mode
+    if loss_agg_mode not in ("token-mean", REMOVE_TOKEN_MEAN_MODE):
+        raise ValueError(
+            f"loss_remove_token_mean=true is loss_agg_mode={REMOVE_TOKEN_MEAN_MODE!r}; it cannot be combined "
+            f"with loss_agg_mode={loss_agg_mode!r}"
+        )
+    return REMOVE_TOKEN_MEAN_MODE
 
 
 def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -332,6 +357,8 @@ def compute_token_on_off_policy_loss(
     target_probs: torch.Tensor | None = None,
     loss_remove_token_mean: bool = False,
     loss_remove_clip: bool = False,
+    loss_agg_mode: str = "token-mean",
+    global_batch_info: Mapping[str, Any] | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """LUFFY's mixed policy loss: PPO on on-policy tokens, shaped importance sampling on off-policy ones.
 
@@ -356,12 +383,20 @@ def compute_token_on_off_policy_loss(
         L = -A h                                                          (never PPO-clipped)
 
     ``all_max_clip``: tokens with current probability ``p > all_max_clip`` (either kind) are dropped
-    from the loss and from its normaliser. With ``m`` the resulting mask (response_mask, minus those)::
+    from the loss and from its normaliser. With ``m`` the resulting mask (response_mask, minus those),
+    the loss is veRL's ``agg_loss(L, m, mode, **global_batch_info)``, ``mode = loss_agg_mode``, or
+    ``seq-mean-token-sum-norm`` when ``loss_remove_token_mean``::
 
-        loss = sum_{b,t} m L / sum_{b,t} m      (token mean; 0 when no token is left)
-        loss = sum_{b,t} m L / T                (loss_remove_token_mean, T = response_length columns;
-                                                 as LUFFY's original: summed over the micro-batch,
-                                                 not divided by the number of sequences)
+        loss = sum_{b,t} m L / N_tok * dp            token-mean; N_tok = global_batch_info's
+                                                     batch_num_tokens (this batch's sum(m) without it)
+        loss = sum_{b,t} m L / (N_seq * T_norm) * dp loss_remove_token_mean; N_seq = global_batch_size
+                                                     (rows holding a kept token without it), T_norm =
+                                                     loss_scale_factor (the width T without it)
+
+    so micro-batches of one mini-batch add up to the mini-batch's loss whatever their shapes.
+    ``batch_num_tokens`` counts every response token, so with ``all_max_clip`` and token-mean the
+    micro-batch's sum is rescaled by ``sum(response_mask) / sum(m)``: its dropped tokens leave the
+    denominator too (exact when the mini-batch is one micro-batch; per micro-batch otherwise).
 
     Gradients flow to ``log_prob`` only (``old_log_prob``, ``advantages`` and ``target_probs`` are
     treated as constants); the gradient is computed analytically and matches autograd of the formulas
@@ -382,13 +417,16 @@ def compute_token_on_off_policy_loss(
         all_max_clip: drop tokens whose current probability exceeds this.
         target_probs: ``(batch_size, response_length)`` probabilities of the off-policy tokens under the
             policy that produced them (floored at 1e-12); the shaping then applies to ``p / target_probs``.
-        loss_remove_token_mean: divide by ``response_length`` instead of the token count.
+        loss_remove_token_mean: LUFFY's name for ``loss_agg_mode="seq-mean-token-sum-norm"``.
         loss_remove_clip: no PPO clip on on-policy tokens.
+        loss_agg_mode: veRL's aggregation mode (``token-mean``, ``token-sum``, ``seq-mean-*``).
+        global_batch_info: veRL's ``dp_size``, ``batch_num_tokens``, ``global_batch_size`` and
+            ``loss_scale_factor`` of the mini-batch this micro-batch belongs to; ``None`` = this batch alone.
 
     Returns:
-        ``(loss, metrics)``: ``loss`` a 0-dim float32 tensor (float64 for float64 inputs);
-        ``metrics`` maps the names in :data:`LOSS_METRIC_KEYS` to detached 0-dim tensors, all taken over
-        the tokens left after ``all_max_clip``: ``pg_loss`` (the loss), ``on_pg_loss`` / ``off_pg_loss``
+        ``(loss, metrics)``: ``loss`` a 0-dim float32 tensor (float64 for float64 inputs), the aggregated
+        loss above; ``metrics`` maps the names in :data:`LOSS_METRIC_KEYS` to detached 0-dim tensors, all taken over
+        the tokens left after ``all_max_clip`` of this batch: ``pg_loss`` (the loss), ``on_pg_loss`` / ``off_pg_loss``
         (sum of L over on / off tokens divided by their count), ``on_pg_clipfrac`` (on tokens whose
         clipped term is strictly larger), ``ppo_kl`` (mean of ``-d`` over on tokens), ``off_ratio_mean``
         (mean clamped shaped ratio h), ``off_ratio_max_clip_frac`` / ``off_ratio_min_clip_frac`` (off
@@ -422,6 +460,9 @@ def compute_token_on_off_policy_loss(
         )
     if cliprange < 0:
         raise ValueError(f"cliprange must be >= 0, got {cliprange}")
+    agg_mode = luffy_loss_agg_mode(loss_agg_mode, loss_remove_token_mean)
+    info = dict(global_batch_info or {})
+    has_global_tokens = info.get("batch_num_tokens") is not None
 
     cdt = _compute_dtype(log_prob)
     need_grad = torch.is_grad_enabled() and log_prob.requires_grad
@@ -480,7 +521,8 @@ def compute_token_on_off_policy_loss(
         # per-token loss L = -A h (off) | L_on (on), and dL/dlog p = -A h' | -A g' (0 where clipped)
         tok_loss = torch.where(off, neg_adv * h, on_loss)  # (B, T)
 
-        # ---- masks and normaliser ----
+        # ---- masks ----
+        full_mask = mask  # (B, T)
         if all_max_clip is not None:
             mask = mask.masked_fill(p > all_max_clip, 0.0)  # (B, T)
         off_m = mask * off.to(cdt)  # (B, T)
@@ -489,19 +531,11 @@ def compute_token_on_off_policy_loss(
         n_off = off_m.sum()
         on_sum = _dot(tok_loss, on_m)
         off_sum = _dot(tok_loss, off_m)
-        if loss_remove_token_mean:
-            # loss = sum(m L) / T
-            norm = torch.tensor(float(shape[-1]), dtype=cdt, device=lp.device)
-        else:
-            # loss = sum(m L) / max(sum(m), 1)
-            norm = (n_on + n_off).clamp(min=1.0)
-        loss = (on_sum + off_sum) / norm
 
         on_den = n_on.clamp(min=1.0)
         off_den = n_off.clamp(min=1.0)
         zero = torch.zeros((), dtype=cdt, device=lp.device)
         metrics = {
-            "pg_loss": loss,
             "on_pg_loss": on_sum / on_den,
             "off_pg_loss": off_sum / off_den,
             "on_pg_clipfrac": zero if on_clipped is None else _dot(on_clipped.to(cdt), on_m) / on_den,
@@ -515,19 +549,36 @@ def compute_token_on_off_policy_loss(
             "on_token_count": n_on,
             "off_token_count": n_off,
         }
+        dtok = None
         if need_grad:
-            # dloss/dlog p = m (-A) (h' | g') / normaliser, zero where a clip binds
+            # dL/dlog p = -A (h' | g'), zero where a clip binds (masking and scale come from agg_loss)
             if on_no_grad is not None and off_no_grad is not None:
                 no_grad = torch.where(off, off_no_grad, on_no_grad)  # (B, T)
             elif on_no_grad is not None:
                 no_grad = on_no_grad & ~off  # (B, T)
             else:
                 no_grad = off_no_grad if off_no_grad is None else off_no_grad & off  # (B, T)
-            grad_mask = mask if no_grad is None else mask.masked_fill(no_grad, 0.0)  # (B, T)
-            grad = torch.where(off, dh, dg).mul_(neg_adv).mul_(grad_mask).div_(norm)  # (B, T)
+            dtok = torch.where(off, dh, dg).mul_(neg_adv)  # (B, T)
+            if no_grad is not None:
+                dtok.masked_fill_(no_grad, 0.0)
+
+    # imported here: config_check imports this module before veRL is loaded (early config errors)
+    from verl.trainer.ppo.core_algos import agg_loss
 
     if need_grad:
-        loss = _PrecomputedGradLoss.apply(log_prob, loss, grad)
+        tok_loss = _TokenLossWithGrad.apply(log_prob, tok_loss, dtok)  # (B, T), differentiable
+    # without global information: this batch's own counts, at least 1 (an empty batch gives 0, not 0/0)
+    if info.get("batch_num_tokens") is None and int(info.get("dp_size") or 1) == 1:
+        info["batch_num_tokens"] = max(float(n_on + n_off), 1.0)
+    if info.get("global_batch_size") is None and int(info.get("dp_size") or 1) == 1:
+        info["global_batch_size"] = max(int((mask.sum(dim=-1) > 0).sum()), 1)
+    loss = agg_loss(loss_mat=tok_loss, loss_mask=mask, loss_agg_mode=agg_mode, **info)
+    if all_max_clip is not None and agg_mode == "token-mean" and has_global_tokens:
+        # batch_num_tokens counts the dropped tokens too: take this batch's ones out of the denominator
+        kept = float(n_on + n_off)
+        if kept > 0:
+            loss = loss * (float(full_mask.sum()) / kept)
+    metrics["pg_loss"] = loss.detach()
     return loss, metrics
 
 

@@ -1,17 +1,21 @@
 """LUFFY's entry point: ``python -m luffy.mix_src.main_mix_ppo [hydra overrides]``.
 
-Differs from veRL's ``verl.trainer.main_ppo`` in what it hands to ``run_ppo``: the config is
+Differs from veRL's ``verl.trainer.main_ppo`` in what it hands to ``run_ppo``: LUFFY's original key names
+on the command line are translated first (:mod:`luffy.mix_src.original_keys`), the config is
 ``config/mix_ppo_trainer.yaml`` (veRL's ``ppo_trainer`` plus LUFFY's keys), LUFFY's keys are checked
-first (before veRL is even imported, so a bad value fails in seconds), and the task runner is veRL's
-V1 runner building ``MIXRayPPOTrainer``.
+before veRL is even imported (so a bad value fails in seconds), and the task runner is veRL's V1 runner
+building ``MIXRayPPOTrainer``.
 """
 
 from __future__ import annotations
+
+import sys
 
 import hydra
 from omegaconf import DictConfig
 
 from luffy.mix_src.config_check import check_luffy_config
+from luffy.mix_src.original_keys import translate_overrides
 
 
 @hydra.main(config_path="config", config_name="mix_ppo_trainer", version_base=None)
@@ -38,5 +42,14 @@ def main(config: DictConfig) -> None:
     run_ppo(config, task_runner_class=MixTaskRunner)
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """Translate LUFFY's original keys in ``sys.argv``, then run :func:`main` through hydra."""
+    try:
+        sys.argv[1:] = translate_overrides(sys.argv[1:])
+    except ValueError as err:
+        raise SystemExit(f"Invalid LUFFY config: {err}") from None
     main()
+
+
+if __name__ == "__main__":
+    cli()

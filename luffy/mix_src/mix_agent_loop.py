@@ -5,7 +5,9 @@ as a keyword argument). For a training prompt (the trainer marks its batches wit
 :data:`TRAIN_BATCH_KEY`; validation batches never carry it):
 
 * ``session_id >= n_prefix``: veRL's single-turn loop, unchanged (on-policy);
-* ``session_id < n_prefix``: the row's ``target`` trace, encoded as the response after the prompt.
+* ``session_id < n_prefix``: the row's ``target`` trace, encoded as the response after the prompt
+  (with ``rollout.use_target_lst`` and a row holding a non-empty ``target_lst`` column, slot k takes
+  ``target_lst[k]``, cycling when there are fewer traces than slots, so slots use different traces).
   With a prefix ratio below 1 only the first part of the trace is kept and the LLM server continues
   from ``prompt + prefix``; only the kept target tokens are off-policy.
 
@@ -37,6 +39,7 @@ AGENT_LOOP_NAME = "luffy_mix_agent"
 # Non-tensor batch entries the trainer adds to training batches; each session receives them as kwargs.
 TRAIN_BATCH_KEY = "luffy_train_batch"
 PROGRESS_KEY = "luffy_training_progress"
+TARGET_LIST_KEY = "target_lst"  # LUFFY's column of several traces per prompt
 # One encoder per (tokenizer, response length) per process: its LRU cache serves every session.
 _ENCODERS: dict[tuple[int, int], TargetEncoder] = {}
 
@@ -46,6 +49,26 @@ def _encoder(tokenizer: Any, response_length: int) -> TargetEncoder:
     if key not in _ENCODERS:
         _ENCODERS[key] = TargetEncoder(tokenizer=tokenizer, max_response_length=response_length)
     return _ENCODERS[key]
+
+
+def trace_for_slot(target_lst: Any, slot: int, fallback: Any) -> Any:
+    """The trace off-policy slot ``slot`` uses: ``target_lst[slot % len]``, or ``fallback`` (the row's
+    ``target``) when the row has no usable ``target_lst``.
+
+    ``target_lst`` items may be a string, a ``{"role", "content"}`` dict, or a one-trace message list.
+    """
+    if target_lst is None or isinstance(target_lst, str | dict | float):
+        return fallback
+    traces = list(target_lst)
+    if not traces:
+        return fallback
+    item = traces[slot % len(traces)]
+    if not isinstance(item, str | dict):  # a trace stored as a list of messages: its first one
+        item = list(item)[0] if item is not None and len(item) else None
+    if item is None:
+        logger.warning("target_lst entry %d is empty; slot %d uses the row's target", slot % len(traces), slot)
+        return fallback
+    return item
 
 
 class MixAgentLoop(SingleTurnAgentLoop):
@@ -60,6 +83,9 @@ class MixAgentLoop(SingleTurnAgentLoop):
         self.max_prefix_ratio = float(rollout.get("max_prefix_ratio", 1.0))
         self.prefix_share = bool(rollout.get("prefix_share_across_samples", False))
         self.max_prefix_len = int(rollout.get("max_prefix_len", self.response_length))
+        self.prefix_steps = int(rollout.get("prefix_steps", 1000))
+        self.prefix_linear_max_ratio = float(rollout.get("prefix_linear_max_ratio", 0.8))
+        self.use_target_lst = bool(rollout.get("use_target_lst", True))
 
     async def run(self, sampling_params: dict[str, Any], **kwargs) -> AgentLoopOutput:
         session_id = int(kwargs.get("session_id", 0))
@@ -72,7 +98,10 @@ class MixAgentLoop(SingleTurnAgentLoop):
             return output
 
         prompt_ids = await self.ct_build_initial_tokens(list(kwargs["raw_prompt"]))
-        encoded = _encoder(self.tokenizer, self.response_length).encode(kwargs["target"], prompt_ids)
+        target = kwargs["target"]
+        if self.use_target_lst:
+            target = trace_for_slot(kwargs.get(TARGET_LIST_KEY), session_id, fallback=target)
+        encoded = _encoder(self.tokenizer, self.response_length).encode(target, prompt_ids)
         if encoded is None:  # trace longer than the response budget and the encoder drops such traces
             logger.warning("target of prompt %s does not fit the response; session generated instead", kwargs["uid"])
             output = await super().run(sampling_params, **kwargs)
@@ -88,6 +117,9 @@ class MixAgentLoop(SingleTurnAgentLoop):
             n_prefix=self.n_prefix,
             uid=str(kwargs["uid"]),
             share_across_samples=self.prefix_share,
+            step=max(int(kwargs.get("global_steps", 1)) - 1, 0),
+            prefix_steps=self.prefix_steps,
+            linear_max_ratio=self.prefix_linear_max_ratio,
         )
         if ratio >= 1.0 and len(encoded.ids) <= self.max_prefix_len:
             return await self._target_output(prompt_ids, encoded.ids, sampling_params, kwargs)

@@ -19,27 +19,40 @@ from verl.trainer.config import AlgoConfig
 from verl.workers.config import FSDPActorConfig, RolloutConfig
 
 from luffy.mix_src import config_check
+from luffy.mix_src.core_algos import luffy_loss_agg_mode
 
 
 @dataclass
 class LuffyActorConfig(FSDPActorConfig):
-    """veRL's FSDP actor config plus LUFFY's loss knobs (meaning: ``mix_ppo_trainer.yaml``)."""
+    """veRL's FSDP actor config plus LUFFY's loss knobs (meaning: ``mix_ppo_trainer.yaml``).
+
+    ``loss_remove_token_mean=true`` is veRL's ``loss_agg_mode=seq-mean-token-sum-norm`` with
+    ``loss_scale_factor`` (when null) = ``max_response_length``; ``__post_init__`` sets both, so veRL's
+    own aggregation (policy, entropy and KL terms) sees one constant normaliser.
+    """
+
+    _mutable_fields = FSDPActorConfig._mutable_fields | {"loss_agg_mode", "loss_scale_factor"}
 
     off_policy_reshape: str = "no_reshape"
-    off_policy_reshape_weight: float = 1.0
+    off_policy_reshape_weight: float = 0.1
     off_policy_reshape_pow_exp: float = 0.5
     on_policy_reshape: str = "no_reshape"
-    on_policy_reshape_weight: float = 1.0
+    on_policy_reshape_weight: float = 0.1
     on_policy_reshape_pow_exp: float = 0.5
     off_max_clip: float | None = None
     off_min_clip: float | None = None
     all_max_clip: float | None = None
     loss_remove_token_mean: bool = False
     loss_remove_clip: bool = False
+    max_response_length: int = 8192
+    entropy_loss_scale_factor: float = 32768.0
 
     def __post_init__(self):
         super().__post_init__()
         config_check.check_actor_keys(self, prefix="actor_rollout_ref.actor")
+        self.loss_agg_mode = luffy_loss_agg_mode(self.loss_agg_mode, self.loss_remove_token_mean)
+        if self.loss_remove_token_mean and self.loss_scale_factor is None:
+            self.loss_scale_factor = self.max_response_length
 
 
 @dataclass
@@ -48,10 +61,14 @@ class LuffyRolloutConfig(RolloutConfig):
 
     n_prefix: int = 1
     prefix_strategy: str = "random"
-    min_prefix_ratio: float = 1.0
+    min_prefix_ratio: float = 0.0
     max_prefix_ratio: float = 1.0
     prefix_share_across_samples: bool = False
     max_prefix_len: int = 8192
+    prefix_steps: int = 1000
+    prefix_linear_max_ratio: float = 0.8
+    prefix_linear_max_var: float = 0.1
+    use_target_lst: bool = True
 
     def __post_init__(self):
         super().__post_init__()

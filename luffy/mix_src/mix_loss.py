@@ -1,12 +1,17 @@
 """LUFFY's actor loss, installed on the worker with ``set_loss_fn``.
 
 :func:`luffy_ppo_loss` is veRL's own ``ppo_loss`` (``verl/workers/utils/losses.py``: padding, global
-batch normalisation info, entropy bonus, KL loss, metric aggregation) with the policy term replaced by
-LUFFY's token on/off-policy loss. veRL's ``ppo_loss`` picks its policy term by name from the
-policy-loss registry, and a registered policy loss receives no batch fields; so this wrapper builds
-the off-policy token mask from the micro-batch and hands it to :func:`luffy_policy_loss` (registered as
-:data:`LOSS_MODE`, selected by ``actor.policy_loss.loss_mode``) through a context variable that is set
-only while veRL's ``ppo_loss`` runs.
+batch normalisation info, KL loss, metric aggregation) with the policy term replaced by LUFFY's token
+on/off-policy loss and the entropy bonus aggregated on the policy term's footing. veRL's ``ppo_loss``
+picks its policy term by name from the policy-loss registry, and a registered policy loss receives no
+batch fields; so this wrapper builds the off-policy token mask from the micro-batch and hands it to
+:func:`luffy_policy_loss` (registered as :data:`LOSS_MODE`, selected by ``actor.policy_loss.loss_mode``)
+through a context variable that is set only while veRL's ``ppo_loss`` runs.
+
+Every term goes through veRL's ``agg_loss`` with the mini-batch's ``global_batch_info``, so the
+gradient of a mini-batch does not depend on how it is cut into micro-batches. The aggregation mode is
+``actor.loss_agg_mode``; LUFFY's ``loss_remove_token_mean=true`` sets it to ``seq-mean-token-sum-norm``
+with ``loss_scale_factor`` = the configured maximum response length (``mix_config.py``).
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ from typing import Any
 
 import torch
 from tensordict import TensorDict
+from verl.trainer.ppo.core_algos import agg_loss
+from verl.utils.metric import AggregationType, Metric
 from verl.workers.utils.losses import ppo_loss
 from verl.workers.utils.padding import no_padding_2_padding
 
@@ -44,15 +51,15 @@ def luffy_policy_loss(
 
     Args:
         old_log_prob, log_prob, advantages, response_mask: ``(batch_size, response_length)``.
-        loss_agg_mode: veRL's aggregation mode; LUFFY's own normalisation (token mean, or the
-            response-length sum when ``loss_remove_token_mean``) is used instead.
+        loss_agg_mode: veRL's aggregation mode (``config.loss_agg_mode``).
         config: the actor config (:class:`luffy.mix_src.mix_config.LuffyActorConfig`).
         rollout_is_weights: ``(batch_size, response_length)`` rollout-correction weights (1 on
             off-policy tokens) or ``None``.
 
     Returns:
-        ``(loss, metrics)``: the scalar loss normalised over the global batch as veRL's ``agg_loss``
-        does (so micro-batch gradients add up to the mini-batch mean), and float metrics.
+        ``(loss, metrics)``: the scalar loss aggregated by veRL's ``agg_loss`` over the global batch
+        (``config.global_batch_info``, so micro-batch gradients add up to the mini-batch's), and float
+        metrics.
 
     Raises:
         ValueError: when called outside :func:`luffy_ppo_loss` (no off-policy mask available).
@@ -86,31 +93,27 @@ def luffy_policy_loss(
         all_max_clip=config.all_max_clip,
         loss_remove_token_mean=config.loss_remove_token_mean,
         loss_remove_clip=config.loss_remove_clip,
+        loss_agg_mode=loss_agg_mode,
+        global_batch_info=config.global_batch_info,
     )
-    loss = loss * _global_scale(config, raw, batch_size=log_prob.shape[0])
     metrics = {f"actor/{key}": float(raw[key]) for key in _REPORTED}
     metrics["actor/pg_clipfrac"] = metrics["actor/on_pg_clipfrac"]
     return loss, metrics
 
 
-def _global_scale(config: Any, raw: dict[str, torch.Tensor], batch_size: int) -> float:
-    """Factor turning the micro-batch-normalised loss into veRL's global-batch normalisation.
+def entropy_bonus(config: Any, entropy: torch.Tensor, response_mask: torch.Tensor) -> torch.Tensor:
+    """Entropy term of the loss, aggregated like the policy term (``entropy`` and mask ``(B, T)``).
 
-    token mean:        sum(m L) / n_local   ->  sum(m L) / n_global * dp_size
-    remove token mean: sum(m L) / T         ->  sum(m L) / T / global_batch_size * dp_size
-    (``n_*`` valid tokens, ``T`` response columns; veRL's seq-mean-token-sum-norm for the latter).
+    veRL's ``agg_loss`` with the same mode and global batch information as the policy term, except that
+    under ``seq-mean-token-sum-norm`` (``loss_remove_token_mean``) the token sums are divided by
+    ``entropy_loss_scale_factor`` instead of the response length: LUFFY took a token *mean* of the
+    entropy inside micro-batches of about that many tokens while the policy term was a token sum over
+    the response length, and this keeps that ratio fixed (README, "The loss").
     """
-    info = getattr(config, "global_batch_info", None) or {}
-    dp_size = float(info.get("dp_size", 1) or 1)
-    if config.loss_remove_token_mean:
-        global_batch_size = info.get("global_batch_size")
-        denominator = float(global_batch_size) if global_batch_size else float(max(batch_size, 1))
-        return dp_size / denominator
-    batch_num_tokens = info.get("batch_num_tokens")
-    if not batch_num_tokens:
-        return 1.0
-    local_tokens = float(raw["on_token_count"] + raw["off_token_count"])
-    return max(local_tokens, 1.0) / float(batch_num_tokens) * dp_size
+    info = dict(config.global_batch_info)
+    if config.loss_agg_mode == "seq-mean-token-sum-norm":
+        info["loss_scale_factor"] = config.entropy_loss_scale_factor
+    return agg_loss(loss_mat=entropy, loss_mask=response_mask, loss_agg_mode=config.loss_agg_mode, **info)
 
 
 def _entropy_metrics(model_output: dict, data: TensorDict, off_mask: torch.Tensor, mask: torch.Tensor) -> dict:
@@ -143,8 +146,21 @@ def luffy_ppo_loss(config: Any, model_output: dict, data: TensorDict, dp_group: 
     off_mask = off_policy_token_mask(data["extra_fields"], response_mask)  # (B, T)
     token = _OFF_POLICY_MASK.set(off_mask)
     try:
-        loss, metrics = ppo_loss(config, model_output, data, dp_group)
+        # veRL's ppo_loss without the entropy: it would aggregate it with the policy's length normaliser
+        loss, metrics = ppo_loss(config, {**model_output, "entropy": None}, data, dp_group)
     finally:
         _OFF_POLICY_MASK.reset(token)
+    entropy = model_output.get("entropy", None)
+    if entropy is not None:
+        entropy_padded = no_padding_2_padding(entropy, data)  # (B, T)
+        entropy_loss = entropy_bonus(config, entropy_padded, response_mask.bool())
+        loss = loss - config.entropy_coeff * entropy_loss
+        # veRL's rule in ppo_loss: a partial sum of the global-batch value when global information is present
+        info = config.global_batch_info
+        is_partial = (info.get("dp_size") or 1) > 1 or any(
+            info.get(key) is not None for key in ("batch_num_tokens", "global_batch_size", "loss_scale_factor")
+        )
+        aggregation = AggregationType.SUM if is_partial else AggregationType.MEAN
+        metrics["actor/entropy_loss"] = Metric(value=entropy_loss, aggregation=aggregation)
     metrics.update(_entropy_metrics(model_output, data, off_mask, response_mask.bool()))
     return loss, metrics
