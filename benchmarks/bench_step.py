@@ -99,7 +99,13 @@ def print_profile(scale: Scale, runs: dict[str, list[dict[str, float]]]) -> None
     """One table per scale: phases down, trainers across, plus LUFFY (same n) minus GRPO."""
     profiles = {name: phase_rows(steps) for name, steps in runs.items()}
     names = list(profiles)
-    order = list(dict.fromkeys(k for p in profiles.values() for k in p))
+    present = {k for p in profiles.values() for k in p}
+    order = []  # veRL's phase order, each own timer under the phase it runs in, then the totals
+    for phase in PHASES:
+        order += [phase] if phase in present else []
+        order += [f"  {n}" for n, parent in NESTED.items() if parent == phase and f"  {n}" in present]
+    order += [k for p in profiles.values() for k in p if k not in order]
+    order = list(dict.fromkeys(order))
     warm = min(len(s) for s in runs.values()) - 1
     print(f"\n[{scale.name}] {scale.describe()}; warm medians over {warm} steps, seconds")
     print(f"{'phase':<24}" + "".join(f"{n:>22}" for n in names) + f"{'LUFFY(same n)-GRPO':>20}")
@@ -107,7 +113,8 @@ def print_profile(scale: Scale, runs: dict[str, list[dict[str, float]]]) -> None
         values = [profiles[n].get(key, float("nan")) for n in names]
         fmt = "{:>22.0f}" if key in ("tokens per step", "response length (mean)") else "{:>22.3f}"
         delta = values[1] - values[0]
-        print(f"{key:<24}" + "".join(fmt.format(v) for v in values) + f"{delta:>+20.3f}")
+        shown = f"{delta:>+20.3f}" if delta == delta else f"{'':>20}"  # NaN: a timer GRPO lacks
+        print(f"{key:<24}" + "".join(fmt.format(v) for v in values).replace("nan", "  -") + shown)
 
 
 def main(argv: list[str] | None = None) -> None:
