@@ -11,7 +11,7 @@ Every run logs veRL's per-phase timers (``timing_s/gen``, ``old_log_prob``, ``ad
 off-policy mask, the on-policy diagnostics, LUFFY's metrics); ``other`` is the rest of the step
 (dataloader, batch balancing). The first step (worker start-up) is left out; tables give warm medians.
 
-    python benchmarks/bench_step.py                       # both scales, about 10 minutes on 2 idle cores
+    python benchmarks/bench_step.py                       # both scales: 6 runs (37 min on a loaded 2-core machine)
     python benchmarks/bench_step.py --scales tiny --tiny_steps 8
 """
 
