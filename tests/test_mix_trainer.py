@@ -1,8 +1,9 @@
 """MIXRayPPOTrainer's hooks on a mixed batch stored in a real TransferQueue (local Ray).
 
 The batch is laid out as V1's agent-loop workers store it (one key ``{uid}_{session}_0`` per sample,
-nested per-sample tensors, ``extra_fields`` dicts); the trainer's ``_compute_advantage`` and
-``_compute_old_log_prob`` diagnostics then run exactly as inside ``fit()``.
+nested per-sample tensors, ``extra_fields`` dicts); the trainer's ``_compute_advantage`` (advantages,
+rollout correction, the on-policy rollout-vs-actor diagnostics, LUFFY's metrics) then runs exactly as
+inside ``fit()``.
 """
 
 from __future__ import annotations
@@ -170,8 +171,54 @@ def test_rollout_correction_sees_on_policy_tokens_only(tq_session):
 
 def test_rollout_probs_diff_diagnostics_cover_on_policy_tokens_only(tq_session):
     trainer = _trainer()
-    batch, _ = _put_batch(tq_session, "diag")
-    metrics = trainer._on_policy_debug_metrics(batch)
+    batch, rows = _put_batch(tq_session, "diag")
+    # what veRL's old-log-prob phase logged a moment earlier: the same keys over every token
+    metrics: dict = {"training/rollout_probs_diff_max": 0.97}
+    trainer._compute_advantage(batch, metrics)
     # server and actor log-probs differ by ~0.01 on generated tokens; targets (prob 1 filler) would add ~0.9
     assert metrics["training/rollout_probs_diff_valid"] == 1
     assert metrics["training/rollout_probs_diff_max"] < 0.1
+    # loop reference: the largest |p_actor - p_rollout| over on-policy tokens
+    expected = 0.0
+    for row in rows:
+        diff = (row["old_log_probs"].exp() - row["rollout_log_probs"].exp()).abs()  # (T_i,)
+        for value in diff[row["extra_fields"][PREFIX_LEN_KEY] :].tolist():  # on-policy tokens
+            expected = max(expected, value)
+    assert metrics["training/rollout_probs_diff_max"] == pytest.approx(expected, rel=1e-5)
+
+
+def test_advantage_phase_reads_transfer_queue_once(tq_session, monkeypatch):
+    import transfer_queue as tq
+
+    calls = []
+    real_get = tq.kv_batch_get
+
+    def counting_get(*args, **kwargs):
+        calls.append(kwargs.get("select_fields"))
+        return real_get(*args, **kwargs)
+
+    monkeypatch.setattr(tq, "kv_batch_get", counting_get)
+    trainer = _trainer(
+        "algorithm.rollout_correction.rollout_is=token",
+        "algorithm.rollout_correction.rollout_rs=token_k1",
+        "algorithm.rollout_correction.rollout_rs_threshold=0.5_2.0",
+    )
+    batch, _ = _put_batch(tq_session, "one_fetch")
+    metrics: dict = {}
+    trainer._compute_advantage(batch, metrics)
+    assert len(calls) == 1, calls
+    # diagnostics, rollout correction and LUFFY's metrics all came from that fetch
+    assert {"training/rollout_probs_diff_max", "rollout_corr/kl", "luffy/off_policy_prob"} <= set(metrics)
+
+
+def test_bypass_mode_skips_rollout_correction_and_diagnostics_as_verl_does(tq_session):
+    trainer = _trainer(
+        "actor_rollout_ref.rollout.n_prefix=0",
+        "algorithm.rollout_correction.rollout_is=token",
+        "algorithm.rollout_correction.bypass_mode=true",
+    )
+    batch, _ = _put_batch(tq_session, "bypass")
+    metrics: dict = {}
+    trainer._compute_advantage(batch, metrics)
+    assert not any(k.startswith(("rollout_corr/", "training/rollout_probs_diff")) for k in metrics)
+    assert "luffy/off_policy_sample_share" in metrics

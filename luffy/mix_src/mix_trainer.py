@@ -2,15 +2,17 @@
 
 One step is veRL's ``PPOTrainer._step_once`` unchanged: rollout (LUFFY's agent loop answers
 ``n_prefix`` sessions per training prompt with the target), reward (same function for every sample),
-old log-probs (the actor recomputes them for every token), advantage, actor update (the worker's LUFFY
-loss). This class overrides only what has to know which tokens are off-policy:
+old log-probs (veRL's own phase: the actor recomputes them for every token), advantage, actor update
+(the worker's LUFFY loss). This class overrides only what has to know which tokens are off-policy:
 
 * ``_init_resource_pool_mgr``: the actor role runs :class:`MixActorRolloutRefWorker`;
 * ``_next_train_batch``: training prompts are marked for mixing and carry the training progress
   (validation batches are not marked, so validation never sees targets);
-* ``_compute_old_log_prob``: the rollout-vs-actor diagnostics cover on-policy tokens only;
-* ``_compute_advantage``: rollout correction on on-policy tokens only; ``grpo_split`` statistics from
-  on-policy samples; LUFFY's per-step metrics.
+* ``_compute_advantage``: the one place the trainer reads the off-policy record. From a single
+  TransferQueue fetch it builds the off-policy token mask once and uses it for everything LUFFY changes:
+  rollout correction on on-policy tokens only, ``grpo_split`` statistics from on-policy samples, veRL's
+  rollout-vs-actor diagnostics (``training/rollout_probs_diff_*``) over on-policy tokens (replacing the
+  all-token values veRL's old-log-prob phase wrote a moment earlier), and LUFFY's per-step metrics.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from verl.trainer.ppo.v1.trainer_base import TRAINER_REGISTRY
 from verl.trainer.ppo.v1.utils import compute_advantage_for_multi_trajectories
 from verl.utils import tensordict_utils as tu
 from verl.utils.debug.metrics import calculate_debug_metrics
+from verl.utils.profiler import simple_timer
 from verl.workers.utils.padding import response_to_nested
 
 from luffy.mix_src.advantage import GRPO_SPLIT
@@ -42,6 +45,21 @@ from luffy.mix_src.mix_fields import as_dict_list, off_policy_flags, off_policy_
 from luffy.mix_src.mix_worker import MixActorRolloutRefWorker
 
 logger = logging.getLogger(__name__)
+
+# Fields of the advantage phase: veRL's own, plus what LUFFY's masks and metrics need.
+_ADV_FIELDS = [
+    "uid",
+    "response_mask",
+    "rm_scores",
+    "rollout_log_probs",
+    "old_log_probs",
+    "ref_log_prob",
+    "values",
+    "entropy",
+    "extra_fields",
+]
+# Own timer (seconds, logged as timing_s/adv_luffy): LUFFY's additions inside veRL's "adv" phase.
+ADV_LUFFY_TIMER = "adv_luffy"
 
 
 class MIXRayPPOTrainer(PPOTrainerSync):
@@ -62,47 +80,31 @@ class MIXRayPPOTrainer(PPOTrainerSync):
         tu.assign_non_tensor_data(batch, PROGRESS_KEY, float(min(max(progress, 0.0), 1.0)))
         return batch
 
-    def _compute_old_log_prob(self, batch: KVBatchMeta, metrics: dict) -> KVBatchMeta:
-        # veRL compares rollout and actor log-probs over every response token; targets have no
-        # behaviour log-probs, so its `training/rollout_probs_diff_*` values are replaced below.
-        batch = super()._compute_old_log_prob(batch, metrics)
-        if self.config.actor_rollout_ref.rollout.calculate_log_probs:
-            metrics.update(self._on_policy_debug_metrics(batch))
-        return batch
-
-    def _on_policy_debug_metrics(self, batch: KVBatchMeta) -> dict:
-        """veRL's rollout-vs-actor diagnostics restricted to on-policy tokens."""
-        fields = ["responses", "response_mask", "rollout_log_probs", "old_log_probs", "extra_fields"]
-        data = tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id, select_fields=fields)
-        extra_fields = as_dict_list(data.pop("extra_fields"))
-        padded = data.to_padded_tensor()
-        off_tokens = off_policy_token_mask(extra_fields, padded["response_mask"])  # (B, T)
-        padded["response_mask"] = padded["response_mask"] * (~off_tokens).to(padded["response_mask"].dtype)
-        return calculate_debug_metrics(DataProto(batch=padded))
-
     def _compute_advantage(self, batch: KVBatchMeta, metrics: dict) -> KVBatchMeta:
-        # Replaces veRL's method as a whole: two of its steps must know the off-policy tokens
-        # (rollout correction, grpo_split), and veRL's version reads no per-sample fields.
-        fields = [
-            "uid",
-            "response_mask",
-            "rm_scores",
-            "rollout_log_probs",
-            "old_log_probs",
-            "ref_log_prob",
-            "values",
-            "entropy",
-            "extra_fields",
-        ]
-        data = tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id, select_fields=fields)
+        # Replaces veRL's method as a whole: its steps must know the off-policy tokens (rollout
+        # correction, grpo_split, the rollout-vs-actor diagnostics), and veRL's version reads no
+        # per-sample fields; one fetch here serves all of them.
+        data = tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id, select_fields=_ADV_FIELDS)
         response_mask_nested = data["response_mask"]
         extra_fields = as_dict_list(data.pop("extra_fields"))
         data = DataProto(batch=data.to_padded_tensor())
         data.batch["token_level_scores"] = data.batch["rm_scores"]
         data.non_tensor_batch["uid"] = np.array(data.batch.pop("uid").tolist(), dtype=object)
         response_mask = data.batch["response_mask"]  # (B, T)
-        off_tokens = off_policy_token_mask(extra_fields, response_mask)  # (B, T)
-        off_samples = off_policy_flags(extra_fields)  # (B,)
+        timing = getattr(self, "timing_raw", {})  # set by fit() for each step
+        with simple_timer(ADV_LUFFY_TIMER, timing):
+            off_tokens = off_policy_token_mask(extra_fields, response_mask)  # (B, T), the step's only build
+            off_samples = off_policy_flags(extra_fields)  # (B,)
+            on_tokens = response_mask.bool() & ~off_tokens  # (B, T)
+        corr_config = self.config.algorithm.get("rollout_correction", None)
+        bypass = bool(corr_config is not None and corr_config.get("bypass_mode", False))
+        has_rollout_log_probs = "rollout_log_probs" in data.batch
+
+        # 0. veRL's rollout-vs-actor diagnostics over on-policy tokens (targets have no behaviour
+        #    log-probs); veRL computes none in bypass mode, and neither does this
+        if self.config.actor_rollout_ref.rollout.calculate_log_probs and has_rollout_log_probs and not bypass:
+            with simple_timer(ADV_LUFFY_TIMER, timing):
+                metrics.update(self._on_policy_debug_metrics(data, on_tokens))
 
         # 1. KL penalty in the reward (off in LUFFY's recipe)
         if self.config.algorithm.use_kl_in_reward:
@@ -113,11 +115,11 @@ class MIXRayPPOTrainer(PPOTrainerSync):
         else:
             data.batch["token_level_rewards"] = data.batch["token_level_scores"]
 
-        # 2. rollout correction (IS weights, rejection, rollout_corr/* metrics) on on-policy tokens only
-        corr_config = self.config.algorithm.get("rollout_correction", None)
-        rollout_correction = corr_config is not None and "rollout_log_probs" in data.batch
+        # 2. rollout correction (IS weights, rejection, rollout_corr/* metrics) on on-policy tokens only;
+        #    skipped in bypass mode, as veRL does
+        rollout_correction = corr_config is not None and has_rollout_log_probs and not bypass
         if rollout_correction:
-            metrics.update(self._on_policy_rollout_correction(data, off_tokens, corr_config))
+            metrics.update(self._on_policy_rollout_correction(data, off_tokens, on_tokens, corr_config))
 
         # 3. advantages: veRL's grpo over the whole mixed group, or grpo_split with on-policy statistics
         algorithm = self.config.algorithm
@@ -144,19 +146,20 @@ class MIXRayPPOTrainer(PPOTrainerSync):
             )
 
         # 4. LUFFY's metrics of the mixed batch
-        valid = torch.tensor([not tag.get("is_padding", False) for tag in batch.tags], dtype=torch.bool)
-        metrics.update(
-            compute_mix_metrics(
-                scores=data.batch["token_level_scores"].sum(dim=-1),
-                response_mask=response_mask,
-                off_tokens=off_tokens,
-                off_samples=off_samples,
-                uids=list(data.non_tensor_batch["uid"]),
-                valid=valid,
-                old_log_probs=data.batch.get("old_log_probs", None),
-                entropy=data.batch.get("entropy", None),
+        with simple_timer(ADV_LUFFY_TIMER, timing):
+            valid = torch.tensor([not tag.get("is_padding", False) for tag in batch.tags], dtype=torch.bool)
+            metrics.update(
+                compute_mix_metrics(
+                    scores=data.batch["token_level_scores"].sum(dim=-1),
+                    response_mask=response_mask,
+                    off_tokens=off_tokens,
+                    off_samples=off_samples,
+                    uids=list(data.non_tensor_batch["uid"]),
+                    valid=valid,
+                    old_log_probs=data.batch.get("old_log_probs", None),
+                    entropy=data.batch.get("entropy", None),
+                )
             )
-        )
 
         # 5. write advantages (and what rollout correction changed) back, nested like veRL does
         out_fields = ["advantages", "returns"]
@@ -172,7 +175,31 @@ class MIXRayPPOTrainer(PPOTrainerSync):
         )
 
     @staticmethod
-    def _on_policy_rollout_correction(data: DataProto, off_tokens: torch.Tensor, corr_config) -> dict:
+    def _on_policy_debug_metrics(data: DataProto, on_tokens: torch.Tensor) -> dict:
+        """veRL's ``calculate_debug_metrics`` restricted to on-policy tokens.
+
+        Args:
+            data: batch with ``old_log_probs`` and ``rollout_log_probs`` ``(B, T)``.
+            on_tokens: ``(B, T)`` bool, response tokens the policy generated.
+
+        Returns:
+            ``training/rollout_probs_diff_*`` and ``training/rollout_actor_probs_pearson_corr``.
+        """
+        view = TensorDict(
+            {
+                "old_log_probs": data.batch["old_log_probs"],
+                "rollout_log_probs": data.batch["rollout_log_probs"],
+                "response_mask": on_tokens,
+                "responses": on_tokens,  # read for its width only
+            },
+            batch_size=len(data),
+        )
+        return calculate_debug_metrics(DataProto(batch=view))
+
+    @staticmethod
+    def _on_policy_rollout_correction(
+        data: DataProto, off_tokens: torch.Tensor, on_tokens: torch.Tensor, corr_config
+    ) -> dict:
         """veRL's rollout correction seeing on-policy tokens only; updates ``data`` in place.
 
         Rejection can only drop on-policy tokens (off-policy ones stay in ``response_mask``), and IS
@@ -181,6 +208,7 @@ class MIXRayPPOTrainer(PPOTrainerSync):
         Args:
             data: batch with ``old_log_probs``, ``rollout_log_probs``, ``response_mask`` ``(B, T)``.
             off_tokens: ``(B, T)`` bool off-policy token mask.
+            on_tokens: ``(B, T)`` bool, response tokens that are not off-policy.
             corr_config: ``algorithm.rollout_correction``.
 
         Returns:
@@ -192,7 +220,7 @@ class MIXRayPPOTrainer(PPOTrainerSync):
                 {
                     "old_log_probs": data.batch["old_log_probs"],
                     "rollout_log_probs": data.batch["rollout_log_probs"],
-                    "response_mask": response_mask * (~off_tokens).to(response_mask.dtype),
+                    "response_mask": on_tokens.to(response_mask.dtype),
                 },
                 batch_size=len(data),
             )
