@@ -16,8 +16,10 @@ MAX_ANSWER_CHARS = 512
 """Extracted answers longer than this are treated as missing."""
 
 _BOXED_RE = re.compile(r"\\(?:boxed|fbox)\s*\{")
+# No two adjacent whitespace runs and no ``^\s*`` under MULTILINE: either makes a response of many
+# blank lines cost quadratic time.
 _PLAIN_RE = re.compile(
-    r"(?:final\s+answer|the\s+answer)\s*(?:is|:|=)\s*:?\s*(.+)|^\s*\**answer\**\s*:\s*\**\s*(.+)",
+    r"(?:final\s+answer|the\s+answer)\s*(?:is|:|=)\s*(?::\s*)?(.+)|^[ \t]*\**answer\**\s*:\s*(?:\*+\s*)?(.+)",
     re.IGNORECASE | re.MULTILINE,
 )
 
@@ -33,28 +35,38 @@ def after_think(text: str) -> str:
     return text[idx + len("</think>") :] if idx >= 0 else text
 
 
+def _closing_braces(text: str) -> dict[int, int]:
+    """Index of each ``{`` -> index of its matching ``}`` (escaped ``\\{`` / ``\\}`` skipped), one pass."""
+    stack: list[int] = []
+    close: dict[int, int] = {}
+    i, n = 0, len(text)
+    while i < n:
+        ch = text[i]
+        if ch == "\\" and i + 1 < n and text[i + 1] in "{}":
+            i += 2
+            continue
+        if ch == "{":
+            stack.append(i)
+        elif ch == "}" and stack:
+            close[stack.pop()] = i
+        i += 1
+    return close
+
+
 def last_boxed(text: str) -> str | None:
     """Content of the last complete ``\\boxed{...}`` (or ``\\fbox{...}``); None if there is none.
 
-    An unterminated last box is skipped in favour of the previous complete one.
+    An unterminated last box is skipped in favour of the previous complete one. Linear time: the
+    braces are matched once, not rescanned from every box.
     """
     starts = [m.end() for m in _BOXED_RE.finditer(text)]
+    if not starts:
+        return None
+    close = _closing_braces(text)
     for start in reversed(starts):
-        depth = 1
-        i = start
-        n = len(text)
-        while i < n:
-            ch = text[i]
-            if ch == "\\" and i + 1 < n and text[i + 1] in "{}":
-                i += 2
-                continue
-            if ch == "{":
-                depth += 1
-            elif ch == "}":
-                depth -= 1
-                if depth == 0:
-                    return text[start:i].strip()
-            i += 1
+        end = close.get(start - 1)
+        if end is not None:
+            return text[start:end].strip()
     return None
 
 
