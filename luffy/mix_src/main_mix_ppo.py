@@ -2,15 +2,20 @@
 
 Differs from veRL's ``verl.trainer.main_ppo`` in what it hands to ``run_ppo``: the config is
 ``config/mix_ppo_trainer.yaml`` (veRL's ``ppo_trainer`` plus LUFFY's keys), LUFFY's keys are checked
-first (before veRL is even imported, so a bad value fails in seconds), and the task runner is veRL's
-V1 runner building ``MIXRayPPOTrainer``.
+first (before veRL is even imported, so a bad value fails in seconds), then the checkpoint it would
+resume from (``checkpoint_check.py``); either failure is one ``error: ...`` line and exit status 2
+(``LUFFY_DEBUG=1`` shows the traceback). The task runner is veRL's V1 runner building ``MIXRayPPOTrainer``.
 """
 
 from __future__ import annotations
 
+import sys
+
 import hydra
 from omegaconf import DictConfig
 
+from luffy.cli import EXIT_USER_ERROR, debug_requested
+from luffy.mix_src.checkpoint_check import check_resume_checkpoint
 from luffy.mix_src.config_check import check_luffy_config
 
 
@@ -19,8 +24,12 @@ def main(config: DictConfig) -> None:
     """Check LUFFY's keys, then run veRL's V1 PPO loop with LUFFY's task runner."""
     try:
         check_luffy_config(config)
+        check_resume_checkpoint(config)
     except ValueError as err:
-        raise SystemExit(f"Invalid LUFFY config: {err}") from None
+        if debug_requested([]):
+            raise
+        print(f"error: invalid LUFFY run: {err}", file=sys.stderr)
+        raise SystemExit(EXIT_USER_ERROR) from None
 
     from verl.trainer.main_ppo import run_ppo
     from verl.trainer.ppo.utils import need_critic, need_reference_policy
