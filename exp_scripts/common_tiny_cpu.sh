@@ -59,3 +59,31 @@ CPU_ARGS=(
   "trainer.logger=[console]"
   "trainer.save_freq=-1"
 )
+
+# Ray: when no cluster is given (RAY_ADDRESS unset) the driver starts a local one under its own temp
+# folder. A driver that dies without shutting it down (SIGKILL, OOM) would leave its Ray processes
+# running, so on exit this script stops those, and only those: the processes whose command line names
+# that folder. An external cluster (RAY_ADDRESS set) is never touched.
+stop_own_ray() {
+  [[ -n "${LUFFY_RAY_TMP:-}" && -d "${LUFFY_RAY_TMP}" ]] || return 0
+  local pids=() pid signal
+  for signal in TERM KILL; do
+    pids=()
+    for pid in $(ls /proc | grep -E '^[0-9]+$'); do
+      [[ "${pid}" == "$$" ]] && continue
+      if tr '\0' ' ' < "/proc/${pid}/cmdline" 2>/dev/null | grep -qF -- "${LUFFY_RAY_TMP}/"; then
+        pids+=("${pid}")
+      fi
+    done
+    ((${#pids[@]})) || break
+    [[ "${signal}" == TERM ]] && echo "stopping ${#pids[@]} Ray process(es) left by the driver" >&2
+    kill "-${signal}" "${pids[@]}" 2>/dev/null || true
+    sleep 2
+  done
+  rm -rf "${LUFFY_RAY_TMP}"
+}
+if [[ -z "${RAY_ADDRESS:-}" ]]; then
+  LUFFY_RAY_TMP="${LUFFY_RAY_TMP:-/tmp/luffy_ray_$$}"
+  CPU_ARGS+=("+ray_kwargs.ray_init._temp_dir=${LUFFY_RAY_TMP}")
+  trap stop_own_ray EXIT
+fi
