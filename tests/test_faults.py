@@ -320,8 +320,11 @@ def test_resume_plan_refuses_other_settings_or_input_and_never_mixes(tmp_path):
 @pytest.mark.slow
 def test_generation_resume_refuses_another_input_or_n(tmp_path, tiny_model_dir, capsys):
     a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
-    a.write_text("".join(json.dumps({"problem": f"What is {i}+{i}?", "answer": str(2 * i)}) + "\n" for i in range(2)))
-    b.write_text("".join(json.dumps({"problem": f"What is {i}*{i}?", "answer": str(i * i)}) + "\n" for i in range(2)))
+    # same data_source and row numbers, other questions: ids collide, problem hashes do not
+    a.write_text("".join(json.dumps({"problem": f"What is {i}+{i}?", "answer": str(2 * i), "data_source": "math"})
+                         + "\n" for i in range(2)))
+    b.write_text("".join(json.dumps({"problem": f"What is {i}*{i}?", "answer": str(i * i), "data_source": "math"})
+                         + "\n" for i in range(2)))
     out = tmp_path / "out.jsonl"
     base = ["--engine", "hf", "--model_path", tiny_model_dir, "--output_file", out, "--max_tokens", "2",
             "--no_progress", "--template", "no"]
@@ -456,39 +459,33 @@ def test_killed_driver_leaves_no_ray_and_no_checkpoint_is_deleted(tmp_path):
     script = subprocess.Popen(["bash", str(REPO / "exp_scripts/train_tiny_cpu.sh")], env=env, cwd=REPO,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
-    def ray_pids() -> list[int]:
+    def own(marker: bytes) -> list[int]:
+        """PIDs that inherited this run's LUFFY_RAY_TMP and whose command line holds ``marker``."""
         pids = []
         for entry in Path("/proc").iterdir():
             try:
-                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-                if entry.name.isdigit() and ray_tmp + "/" in cmdline:
-                    pids.append(int(entry.name))
+                if entry.name.isdigit() and f"LUFFY_RAY_TMP={ray_tmp}".encode() in (entry / "environ").read_bytes():
+                    if marker in (entry / "cmdline").read_bytes() and int(entry.name) != script.pid:
+                        pids.append(int(entry.name))
             except OSError:
                 pass
         return pids
 
-    def driver_pid() -> int | None:
-        for entry in Path("/proc").iterdir():
-            try:
-                cmd = (entry / "cmdline").read_bytes().split(b"\0")
-                environ = (entry / "environ").read_bytes()
-            except OSError:
-                continue
-            if b"luffy.mix_src.main_mix_ppo" in cmd and f"LUFFY_RAY_TMP={ray_tmp}".encode() in environ:
-                return int(entry.name)
-        return None
+    def ray_pids() -> list[int]:
+        return sorted(set(own(b"ray::")) | set(own(b"/ray/")))
 
     try:
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline and script.poll() is None and len(ray_pids()) < 3:
             time.sleep(1)
         assert len(ray_pids()) >= 3, "Ray did not start"
-        pid = driver_pid()
-        assert pid is not None
+        time.sleep(20)  # let the agents come up: they are what a killed driver used to leave behind
+        assert any(b"ray::" in Path(f"/proc/{p}/cmdline").read_bytes() for p in ray_pids())
+        (pid,) = own(b"luffy.mix_src.main_mix_ppo")
         os.kill(pid, signal.SIGKILL)
         _, err = script.communicate(timeout=120)
         assert script.returncode != 0
-        assert "stopping" in err and "Ray process" in err
+        assert "stopping" in err and "Ray process" in err, err[-3000:]
         time.sleep(1)
         assert ray_pids() == []
         assert keep.read_text() == "an earlier run's file"
