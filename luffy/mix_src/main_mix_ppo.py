@@ -19,9 +19,8 @@ from luffy.mix_src.checkpoint_check import check_resume_checkpoint
 from luffy.mix_src.config_check import check_luffy_config
 
 
-@hydra.main(config_path="config", config_name="mix_ppo_trainer", version_base=None)
-def main(config: DictConfig) -> None:
-    """Check LUFFY's keys, then run veRL's V1 PPO loop with LUFFY's task runner."""
+def preflight(config: DictConfig) -> None:
+    """LUFFY's key checks and the resume checkpoint check; a failure exits with one line and status 2."""
     try:
         check_luffy_config(config)
         check_resume_checkpoint(config)
@@ -30,6 +29,12 @@ def main(config: DictConfig) -> None:
             raise
         print(f"error: invalid LUFFY run: {err}", file=sys.stderr)
         raise SystemExit(EXIT_USER_ERROR) from None
+
+
+@hydra.main(config_path="config", config_name="mix_ppo_trainer", version_base=None)
+def main(config: DictConfig) -> None:
+    """Check LUFFY's keys and the checkpoint to resume from, then run veRL's V1 PPO loop."""
+    preflight(config)
 
     from verl.trainer.main_ppo import run_ppo
     from verl.trainer.ppo.utils import need_critic, need_reference_policy
