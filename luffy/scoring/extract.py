@@ -35,21 +35,22 @@ def after_think(text: str) -> str:
     return text[idx + len("</think>") :] if idx >= 0 else text
 
 
-def _closing_braces(text: str) -> dict[int, int]:
-    """Index of each ``{`` -> index of its matching ``}`` (escaped ``\\{`` / ``\\}`` skipped), one pass."""
+_BRACE_RE = re.compile(r"\\[{}]|[{}]")  # an escaped brace (skipped) or a brace
+
+
+def _closing_braces(text: str, start: int = 0) -> dict[int, int]:
+    """Index of each ``{`` at or after ``start`` -> index of its matching ``}``, in one pass.
+
+    Escaped ``\\{`` / ``\\}`` are skipped; the regex jumps between braces, so plain text costs C speed.
+    """
     stack: list[int] = []
     close: dict[int, int] = {}
-    i, n = 0, len(text)
-    while i < n:
-        ch = text[i]
-        if ch == "\\" and i + 1 < n and text[i + 1] in "{}":
-            i += 2
-            continue
+    for m in _BRACE_RE.finditer(text, start):
+        ch = m.group()
         if ch == "{":
-            stack.append(i)
+            stack.append(m.start())
         elif ch == "}" and stack:
-            close[stack.pop()] = i
-        i += 1
+            close[stack.pop()] = m.start()
     return close
 
 
@@ -57,12 +58,13 @@ def last_boxed(text: str) -> str | None:
     """Content of the last complete ``\\boxed{...}`` (or ``\\fbox{...}``); None if there is none.
 
     An unterminated last box is skipped in favour of the previous complete one. Linear time: the
-    braces are matched once, not rescanned from every box.
+    braces after the first box are matched once, not rescanned from every box (braces before it
+    cannot close a box).
     """
     starts = [m.end() for m in _BOXED_RE.finditer(text)]
     if not starts:
         return None
-    close = _closing_braces(text)
+    close = _closing_braces(text, starts[0] - 1)
     for start in reversed(starts):
         end = close.get(start - 1)
         if end is not None:
