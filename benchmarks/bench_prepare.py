@@ -19,6 +19,11 @@ kind of traces: first sight of a trace (tokenised) and a repeat (cached), agains
 ``tokenizer.encode`` call as the baseline, in microseconds per sample. ``--encoder_only`` runs just
 that table.
 
+A third table gives the peak memory (max RSS of the prepare process) and time with one
+``--huge_trace_mb`` (50) MB trace among ``--huge_rows`` ordinary rows (budget 8192 with drop, and
+1024 with truncate, where every trace is tokenised), against the same input without the huge
+trace. ``--huge_only`` runs just that table.
+
     python benchmarks/bench_prepare.py --rows 50000 --num-proc 2
 """
 
@@ -118,6 +123,56 @@ def bench_target_encoder(samples: int = 300) -> None:
         print(f"{name:<44}{us:>12.1f}{base / us:>12.1f}x")
 
 
+def run_peak(cmd: list[str]) -> tuple[float, float]:
+    """Wall seconds and peak resident memory (MB) of one child process."""
+    import os
+
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - start
+    if status != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr.read().decode()[-2000:]}")
+    return seconds, usage.ru_maxrss / 1024
+
+
+def bench_huge_trace(rows: int, megabytes: int) -> None:
+    """Peak memory of prepare_train.py with one huge trace in the input vs without it."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    from luffy.tiny import build_tokenizer
+
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        make_input(work / "raw.parquet", rows, seed=2)
+        records = pq.read_table(work / "raw.parquet").to_pylist()
+        plain, huge = work / "plain.jsonl", work / "huge.jsonl"
+        plain.write_text("".join(json.dumps(r) + "\n" for r in records))
+        sentence = "We compute the sum of the first n terms and check it again . "
+        body = sentence * (megabytes * 2**20 // len(sentence))
+        records[rows // 2]["generations"][0] = f"<think>\n{body}</think>"
+        huge.write_text("".join(json.dumps(r) + "\n" for r in records))
+        build_tokenizer(work / "tok")
+        base = [sys.executable, "data/prepare_train.py", "--tokenizer", str(work / "tok"), "--no_progress"]
+        drop = ["--max_target_tokens", "8192"]
+        cut = ["--max_target_tokens", "1024", "--overlong", "truncate"]
+        results = []
+        for name, path, extra in (
+            (f"{rows} rows, budget 8192, drop (baseline)", plain, drop),
+            (f"same + one {megabytes} MB trace", huge, drop),
+            (f"{rows} rows, budget 1024, truncate (baseline)", plain, cut),
+            (f"same + one {megabytes} MB trace", huge, cut),
+        ):
+            out = work / f"out_{len(results)}"
+            seconds, peak = run_peak([*base, "--input", str(path), "--output_dir", str(out), *extra])
+            results.append((name, seconds, peak))
+    print(f"\n{'prepare_train.py run':<48}{'seconds':>9}{'peak MB':>9}{'peak vs baseline':>18}")
+    for i, (name, seconds, peak) in enumerate(results):
+        print(f"{name:<48}{seconds:>9.1f}{peak:>9.0f}{peak / results[i - i % 2][2]:>17.2f}x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=50_000)
@@ -125,9 +180,15 @@ def main() -> None:
     parser.add_argument("--worst_rows", type=int, default=5_000, help="rows for the all-tokenised runs")
     parser.add_argument("--encoder_only", action="store_true", help="only the TargetEncoder table")
     parser.add_argument("--repeats", type=int, default=1, help="runs per configuration; the best time counts")
+    parser.add_argument("--huge_trace_mb", type=int, default=50, help="size of the one huge trace (MB)")
+    parser.add_argument("--huge_rows", type=int, default=500, help="ordinary rows beside the huge trace")
+    parser.add_argument("--huge_only", action="store_true", help="only the huge-trace memory table")
     args = parser.parse_args()
     if args.encoder_only:
         bench_target_encoder()
+        return
+    if args.huge_only:
+        bench_huge_trace(args.huge_rows, args.huge_trace_mb)
         return
 
     import pandas as pd
@@ -172,6 +233,7 @@ def main() -> None:
         rate = rows / seconds
         print(f"{name:<50}{rows:>8}{seconds:>9.1f}{rate:>9.0f}{rate / baseline_rate:>12.3f}x")
     bench_target_encoder()
+    bench_huge_trace(args.huge_rows, args.huge_trace_mb)
 
 
 if __name__ == "__main__":

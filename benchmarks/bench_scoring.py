@@ -9,7 +9,8 @@ integer, fraction, decimal, symbolic and interval answers, right and wrong), sco
 * luffy.scoring ``score_responses`` in groups of 8 (all workers busy);
 
 and prints answers/s with the ratio to the baseline, then the wall time one pathological answer
-costs each way.
+costs each way, then pathological ground truths and responses (huge, deeply nested, brace bombs;
+each must cost at most its bound) and the realistic mix with 1% of its ground truths replaced by them.
 
     python benchmarks/bench_scoring.py [--n 400] [--timeout 5]
 """
@@ -122,6 +123,43 @@ def compare(label: str, cases: list[tuple[str, str, str]]) -> None:
         print(f"{name:40s} {n / t:10.0f} {t_base / t:7.2f}x {1000 * c / n:14.2f} {n / max(c, 1e-9):14.0f}")
 
 
+PATHOLOGICAL_GOLDS = {  # name -> ground truth (the juxtaposed answer below makes the fast path inspect it)
+    "'{}1' x 1333 (4 kB, under the cap)": "{}1" * 1333,
+    "'{'*2000 + '}1'*1000 (4 kB)": "{" * 2000 + "}1" * 1000,
+    "'{}1' x 350000 (1 MB, over the cap)": "{}1" * 350000,
+}
+PATHOLOGICAL_RESPONSES = {
+    "16k unterminated \\boxed{": "\\boxed{" * 2300,
+    "16k blank lines": "\n" * 16000,
+    "'the answer is' + 16k newlines": "the answer is" + "\n" * 16000,
+}
+
+
+def pathological(cases: list[tuple[str, str, str]]) -> None:
+    """Time pathological ground truths and responses, then the realistic mix with 1% of them mixed in."""
+    import luffy.scoring.math_verify_bounded as mvb
+    from luffy.scoring import is_correct
+
+    print(f"\n{'pathological input':44s} {'wall s':>8s}  verdict")
+    for name, gold in PATHOLOGICAL_GOLDS.items():
+        start = time.perf_counter()
+        verdict = is_correct("math", "so \\boxed{x^{2}1}", gold)
+        print(f"gold {name:39s} {time.perf_counter() - start:8.3f}  {verdict}")
+    for name, response in PATHOLOGICAL_RESPONSES.items():
+        start = time.perf_counter()
+        verdict = is_correct("math", response, "5")
+        print(f"response {name:35s} {time.perf_counter() - start:8.3f}  {verdict}")
+    golds = list(PATHOLOGICAL_GOLDS.values())
+    mixed = [(k, r, golds[i % len(golds)] if i % 100 == 0 else g) for i, (k, r, g) in enumerate(cases)]
+    verifier = mvb.get_verifier()
+    verifier._cache.clear()
+    timeouts, refused = verifier.stats["timeouts"], verifier.stats["refused"]
+    wall, _, _ = timed(lambda: [is_correct("math", r, g) for _, r, g in mixed])
+    print(f"realistic mix, 1% pathological ground truths: {len(mixed) / wall:.0f} answers/s, "
+          f"{verifier.stats['timeouts'] - timeouts} deadline(s) paid, {verifier.stats['refused'] - refused} "
+          "answer(s) refused at once (a ground truth that ran out of time is not waited on again)")
+
+
 def main() -> None:
     """Run the comparison and the pathological-answer timing."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -139,6 +177,7 @@ def main() -> None:
     compare("realistic mix " + ", ".join(f"{k} {v:.0%}" for k, v in KINDS.items()), cases)
     compare("symbolic and interval answers only", make_cases(args.n // 3, 1, {"symbolic": 0.6, "interval": 0.4}))
     print(f"\nworker pool: {mvb._DEFAULT.num_workers} processes; path counts {mvb._DEFAULT.stats}")
+    pathological(cases)
 
     bad = "So the answer is \\boxed{9^{9^{9^{9^{9}}}}}."
     start = time.perf_counter()

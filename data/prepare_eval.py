@@ -25,10 +25,10 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-import pyarrow.parquet as pq
-
+from luffy.cli import add_debug_flag, user_errors_exit
 from luffy.data.errors import LuffyDataError
 from luffy.data.eval_rows import BENCHMARK_NAMES, EVAL_SCHEMA, eval_problem, eval_rows
+from luffy.data.pipeline import write_parquet
 from luffy.data.readers import UnreadableRow, open_rows
 from luffy.data.schema import TEMPLATES, rows_to_table
 
@@ -46,33 +46,31 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--benchmark_names", action="store_true",
                         help="rename aime24/math500/gpqa_diamond to aime/math/gpqa as in the shared parquets")
     parser.add_argument("--template", choices=TEMPLATES, default="own", help="prompt template (default own)")
-    return parser
+    return add_debug_flag(parser)
 
 
+@user_errors_exit
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     problems, skipped = [], 0
-    try:
-        for source in args.input:
-            rows = open_rows(source)
-            for row_no, row in enumerate(rows.rows):
-                try:
-                    if isinstance(row, UnreadableRow):
-                        raise LuffyDataError(row.reason)
-                    problems.append(eval_problem(row_no, row, args.data_source, args.template))
-                except LuffyDataError as err:
-                    skipped += 1
-                    logger.warning("skipped row %d of %s: %s", row_no, source, err)
-        rows_out = eval_rows(problems, args.copies, BENCHMARK_NAMES if args.benchmark_names else None)
-        if not rows_out:
-            raise LuffyDataError("no usable evaluation rows")
-    except LuffyDataError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
     out = Path(args.output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(rows_to_table(rows_out, EVAL_SCHEMA), out)
+    if out.is_dir():
+        raise LuffyDataError(f"--output {out} is a folder; give the parquet file to write")
+    for source in args.input:
+        rows = open_rows(source)
+        for row_no, row in enumerate(rows.rows):
+            try:
+                if isinstance(row, UnreadableRow):
+                    raise LuffyDataError(row.reason)
+                problems.append(eval_problem(row_no, row, args.data_source, args.template))
+            except LuffyDataError as err:
+                skipped += 1
+                logger.warning("skipped row %d of %s: %s", row_no, source, err)
+    rows_out = eval_rows(problems, args.copies, BENCHMARK_NAMES if args.benchmark_names else None)
+    if not rows_out:
+        raise LuffyDataError("no usable evaluation rows")
+    write_parquet(rows_to_table(rows_out, EVAL_SCHEMA), out)
     per_source = Counter(r["data_source"] for r in rows_out)
     print(f"problems: {len(problems)}  rows: {len(rows_out)}  skipped: {skipped}")
     for name, count in per_source.items():

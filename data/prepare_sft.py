@@ -26,10 +26,10 @@ import sys
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
+from luffy.cli import add_debug_flag, user_errors_exit
 from luffy.data.errors import LuffyDataError
-from luffy.data.pipeline import PrepareOptions, format_summary, prepare
+from luffy.data.pipeline import PrepareOptions, format_summary, prepare, write_parquet
 from luffy.data.schema import EXTRA_INFO_TYPE, MESSAGES_TYPE, rows_to_table
 
 SFT_SCHEMA = pa.schema([("messages", MESSAGES_TYPE), ("data_source", pa.string()), ("extra_info", EXTRA_INFO_TYPE)])
@@ -50,6 +50,7 @@ def sft_rows(rows: list[dict]) -> list[dict]:
     return out
 
 
+@user_errors_exit
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="prepare_sft.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -63,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max_target_tokens", type=int, help="token budget of one trace, EOS included")
     parser.add_argument("--seed", type=int, default=42, help="seed of the shuffle and the split")
     parser.add_argument("--num-proc", "--num_proc", dest="num_proc", type=int, default=1, help="worker processes")
+    add_debug_flag(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     if args.val_size and not args.val_output:
@@ -75,19 +77,17 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
         num_proc=args.num_proc,
     )
-    try:
-        result = prepare(args.input, options)
-    except LuffyDataError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    outputs = [(Path(args.output), result.train)]
+    outputs = [(Path(args.output), "train")]
     if args.val_output:
-        outputs.append((Path(args.val_output), result.val))
+        outputs.append((Path(args.val_output), "val"))
+    for path, _ in outputs:
+        if path.is_dir():
+            raise LuffyDataError(f"{path} is a folder; give the parquet file to write")
+    result = prepare(args.input, options)
     print(format_summary(result))
-    for path, rows in outputs:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        table = sft_rows(rows)
-        pq.write_table(rows_to_table(table, SFT_SCHEMA), path)
+    for path, split in outputs:
+        table = sft_rows(result.train if split == "train" else result.val)
+        write_parquet(rows_to_table(table, SFT_SCHEMA), path)
         print(f"wrote {len(table)} SFT rows: {path}")
     return 0
 

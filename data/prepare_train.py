@@ -31,8 +31,8 @@ import logging
 import sys
 import time
 
-from luffy.data.errors import LuffyDataError
-from luffy.data.pipeline import PrepareOptions, format_summary, prepare, write_outputs
+from luffy.cli import add_debug_flag, user_errors_exit
+from luffy.data.pipeline import PrepareOptions, check_output_dir, format_summary, prepare, write_outputs
 from luffy.data.schema import TEMPLATES
 
 DEFAULT_INPUT = "Elliott/Openr1-Math-46k-8192"
@@ -61,9 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="own: LUFFY system prompt + problem (default); no_system: problem only")
     parser.add_argument("--data_source", default="openr1", help="data_source of raw rows (default openr1)")
     parser.add_argument("--no_progress", action="store_true", help="no progress bars")
-    return parser
+    return add_debug_flag(parser)
 
 
+@user_errors_exit
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
@@ -82,12 +83,9 @@ def main(argv: list[str] | None = None) -> int:
         progress=not args.no_progress,
     )
     start = time.perf_counter()
-    try:
-        result = prepare(args.input, options)
-        paths = write_outputs(result, args.output_dir)
-    except LuffyDataError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    check_output_dir(args.output_dir)  # before the work, not after it
+    result = prepare(args.input, options)
+    paths = write_outputs(result, args.output_dir)
     print(format_summary(result, paths))
     print(f"time: {time.perf_counter() - start:.1f} s")
     if not result.train:

@@ -8,8 +8,10 @@ Examples::
         --output_file /tmp/out.jsonl --max_tokens 16
 
 Each finished problem is appended to ``--output_file`` as one JSON line and flushed; rerunning with the
-same output skips problems already there, so an interrupted run loses nothing. At the end the summary
-over the whole output file is printed and written as JSON and CSV.
+same output skips problems already there, so an interrupted run loses nothing. Each line records its
+problem (a hash of source, question and answer) and the generation settings; a rerun with another
+input or other settings refuses, saying what differs (use a new ``--output_file``, or ``--overwrite``).
+At the end the summary over this run's problems is printed and written as JSON and CSV.
 """
 
 from __future__ import annotations
@@ -22,9 +24,10 @@ from pathlib import Path
 import _bootstrap  # noqa: F401
 from tqdm import tqdm
 
-from luffy.evaluation.data import EvalDataError, EvalProblem, load_problems
+from luffy.cli import add_debug_flag, user_errors_exit
+from luffy.evaluation.data import EvalProblem, load_problems
 from luffy.evaluation.engines import SamplingConfig, make_engine, render_prompt
-from luffy.evaluation.results import ResultsFileError, ResultWriter, read_results
+from luffy.evaluation.results import SETTING_KEYS, ResultWriter, problem_hash, read_results, resume_plan
 from luffy.evaluation.summary import format_table, summarize, write_summary
 from luffy.prompts import TEMPLATES
 from luffy.scoring import score_responses
@@ -55,7 +58,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--engine", default="auto", choices=("auto", "vllm", "hf"), help="auto: vLLM when installed")
     p.add_argument("--batch_size", type=int, default=256, help="problems per engine call (written after each)")
     p.add_argument("--summary_out", default=None, help="summary JSON (default: OUTPUT.summary.json; CSV beside it)")
+    p.add_argument("--overwrite", action="store_true", help="discard results already in --output_file")
     p.add_argument("--no_progress", action="store_true", help="hide the progress bar")
+    add_debug_flag(p)
     args = p.parse_args(argv)
     for name in ("limit", "limit_per_source", "batch_size", "max_model_len"):
         value = getattr(args, name)
@@ -87,7 +92,14 @@ def build_record(problem: EvalProblem, prompt: str, samples: list[tuple[str, int
         "correct": [s.correct for s in scores],
         "template": args.template,
         "model_path": args.model_path,
+        "problem_hash": problem_hash(problem.data_source, problem.question, problem.answer),
+        "settings": run_settings(args),
     }
+
+
+def run_settings(args: argparse.Namespace) -> dict:
+    """The generation settings results depend on (what a resumed run must match)."""
+    return {key: getattr(args, key) for key in SETTING_KEYS}
 
 
 def summary_paths(output_file: Path, summary_out: str | None) -> tuple[Path, Path]:
@@ -101,7 +113,11 @@ def run(args: argparse.Namespace) -> int:
     output = Path(args.output_file)
     sampling = SamplingConfig(args.n, args.temperature, args.top_p, args.max_tokens, args.seed)
     problems = load_problems(args.input_file, args.data_sources, args.limit, args.limit_per_source)
-    done = {r.get("id") for r in read_results(output, repair_torn_tail=True)}
+    if args.overwrite and output.exists():
+        logger.info("--overwrite: discarding %s", output)
+        output.unlink()
+    hashes = {p.uid: problem_hash(p.data_source, p.question, p.answer) for p in problems}
+    done = resume_plan(output, read_results(output, repair_torn_tail=True), run_settings(args), hashes)
     todo = [p for p in problems if p.uid not in done]
     logger.info(
         "%d problems selected, %d already in %s, %d to generate",
@@ -134,8 +150,7 @@ def run(args: argparse.Namespace) -> int:
                         writer.write(build_record(problem, prompt, samples, args))
                         bar.update(1)
         bar.close()
-    wanted = {p.uid for p in problems}
-    records = [r for r in read_results(output) if r.get("id") in wanted]
+    records = [r for r in read_results(output) if hashes.get(r.get("id")) == r.get("problem_hash")]
     summary = summarize(records)
     json_path, csv_path = summary_paths(output, args.summary_out)
     write_summary(summary, json_path, csv_path)
@@ -144,15 +159,11 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+@user_errors_exit
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    args = parse_args(argv)
-    try:
-        return run(args)
-    except (EvalDataError, ResultsFileError, FileNotFoundError, ValueError, RuntimeError) as exc:
-        logger.error("%s", exc)
-        return 2
+    return run(parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -21,14 +21,17 @@ from typing import Any
 import _bootstrap  # noqa: F401
 from tqdm import tqdm
 
+from luffy.cli import add_debug_flag, user_errors_exit
+from luffy.data.errors import LuffyDataError
 from luffy.evaluation.summary import format_table, summarize, write_summary
 from luffy.jsonl import iter_jsonl
-from luffy.scoring import score_responses
+from luffy.scoring import get_verifier, score_responses
+from luffy.scoring.ground_truth import BadGroundTruth, ground_truth_text
 
 logger = logging.getLogger("score")
 
 
-class BadLineError(ValueError):
+class BadLineError(LuffyDataError):
     """A results line that cannot be scored."""
 
 
@@ -40,6 +43,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rescored_out", default=None, help="also write the re-scored lines to this jsonl")
     p.add_argument("--skip_bad", action="store_true", help="skip (and count) bad lines instead of failing")
     p.add_argument("--no_progress", action="store_true", help="hide the progress bar")
+    add_debug_flag(p)
     return p.parse_args(argv)
 
 
@@ -47,27 +51,42 @@ def normalize_line(row: Any, where: str) -> dict[str, Any]:
     """Check one input line and return the fields scoring needs."""
     if not isinstance(row, dict):
         raise BadLineError(f"{where}: expected a JSON object")
-    if "data_source" not in row:
-        raise BadLineError(f"{where}: missing 'data_source'")
+    source = row.get("data_source")
+    if not isinstance(source, str) or not source.strip():
+        raise BadLineError(f"{where}: 'data_source' must be a non-empty string, got {source!r}")
     answer = row.get("answer", row.get("ground_truth"))
     if answer is None and isinstance(row.get("reward_model"), dict):
         answer = row["reward_model"].get("ground_truth")
     if answer is None:
         raise BadLineError(f"{where}: missing 'answer' (or 'ground_truth')")
+    try:
+        answer = ground_truth_text(answer)
+    except BadGroundTruth as err:
+        raise BadLineError(f"{where}: {err}") from None
     responses = row.get("responses", row.get("response"))
     if isinstance(responses, str):
         responses = [responses]
     if not isinstance(responses, list) or not responses or not all(isinstance(r, str) for r in responses):
         raise BadLineError(f"{where}: 'responses' must be a non-empty list of strings")
     out = dict(row)
-    out.update(data_source=str(row["data_source"]), answer=str(answer), responses=responses)
+    out.update(data_source=source, answer=answer, responses=responses)
     return out
 
 
 def score_line(row: dict[str, Any]) -> dict[str, Any]:
-    """Add ``extracted`` and ``correct`` to a normalised line."""
+    """Add ``extracted`` and ``correct`` to a normalised line.
+
+    An answer whose check ran past the verifier's deadline counts as wrong; the line's location
+    (``_where``) is logged and ``timeouts`` records how many of its answers it was.
+    """
     extra = {key: row[key] for key in ("multiple_choice", "n_choices", "choices") if row.get(key) is not None}
+    stats = get_verifier().stats
+    before = stats["timeouts"]
     scores = score_responses(row["data_source"], row["responses"], row["answer"], extra or None)
+    row["timeouts"] = stats["timeouts"] - before
+    if row["timeouts"]:
+        logger.warning("%s: %d answer(s) past the verification deadline, counted wrong", row.get("_where"),
+                       row["timeouts"])
     row["extracted"] = [s.pred for s in scores]
     row["correct"] = [s.correct for s in scores]
     return row
@@ -81,7 +100,7 @@ def read_lines(path: Path, skip_bad: bool) -> tuple[list[dict[str, Any]], int]:
         try:
             if problem is not None:
                 raise BadLineError(f"{where}: {problem}")
-            rows.append(normalize_line(row, where))
+            rows.append(normalize_line(row, where) | {"_where": where})
         except BadLineError as exc:
             if not skip_bad:
                 raise
@@ -90,6 +109,7 @@ def read_lines(path: Path, skip_bad: bool) -> tuple[list[dict[str, Any]], int]:
     return rows, bad
 
 
+@user_errors_exit
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -105,14 +125,15 @@ def main(argv: list[str] | None = None) -> int:
             rows += file_rows
             bad += file_bad
     except BadLineError as exc:
-        logger.error("%s (use --skip_bad to skip bad lines)", exc)
-        return 2
+        raise BadLineError(f"{exc} (use --skip_bad to skip bad lines)") from None
     if bad:
         logger.warning("skipped %d bad line(s)", bad)
     if not rows:
-        logger.error("no scorable lines in %s", ", ".join(args.results))
-        return 2
+        raise BadLineError(f"no scorable lines in {', '.join(args.results)}")
     scored = [score_line(r) for r in tqdm(rows, desc="scoring", disable=args.no_progress, file=sys.stderr)]
+    timeouts = sum(r.pop("timeouts") for r in scored)
+    for r in scored:
+        r.pop("_where", None)
     if args.rescored_out:
         with open(args.rescored_out, "w", encoding="utf-8") as fh:
             for r in scored:
@@ -122,7 +143,9 @@ def main(argv: list[str] | None = None) -> int:
     csv_path = json_path.with_suffix(".csv")
     write_summary(summary, json_path, csv_path)
     print(format_table(summary))
-    print(f"\nsummary: {json_path} and {csv_path}")
+    print(f"\nlines scored: {len(scored)}; bad lines skipped: {bad}; "
+          f"answers past the verification deadline: {timeouts}")
+    print(f"summary: {json_path} and {csv_path}")
     return 0
 
 

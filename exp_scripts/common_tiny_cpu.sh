@@ -59,3 +59,37 @@ CPU_ARGS=(
   "trainer.logger=[console]"
   "trainer.save_freq=-1"
 )
+
+# Ray: when no cluster is given (RAY_ADDRESS unset) the driver starts a local one under its own temp
+# folder. A driver that dies without shutting it down (SIGKILL, OOM) leaves some of its Ray processes
+# running (the dashboard and runtime-env agents), so on exit this script stops those, and only those:
+# the processes that inherited this run's LUFFY_RAY_TMP and are Ray's (Ray's own binaries and scripts
+# under .../ray/, or agents and workers, which rename themselves "ray::..."). An external cluster
+# (RAY_ADDRESS set) is never touched.
+own_ray_pids() {
+  local pid
+  for pid in $(ls /proc | grep -E '^[0-9]+$'); do
+    [[ "${pid}" == "$$" ]] && continue
+    grep -qaF -- "LUFFY_RAY_TMP=${LUFFY_RAY_TMP}" "/proc/${pid}/environ" 2>/dev/null || continue
+    { cat "/proc/${pid}/cmdline" 2>/dev/null || true; } | tr '\0' ' ' | grep -qE 'ray::|/ray/' && echo "${pid}"
+  done
+  return 0
+}
+stop_own_ray() {
+  [[ -n "${LUFFY_RAY_TMP:-}" ]] || return 0
+  local pids signal
+  for signal in TERM KILL; do
+    mapfile -t pids < <(own_ray_pids)
+    ((${#pids[@]})) || break
+    [[ "${signal}" == TERM ]] && echo "stopping ${#pids[@]} Ray process(es) left by the driver" >&2
+    kill "-${signal}" "${pids[@]}" 2>/dev/null || true
+    sleep 2
+  done
+  [[ -d "${LUFFY_RAY_TMP}" ]] && rm -rf "${LUFFY_RAY_TMP}"
+  return 0
+}
+if [[ -z "${RAY_ADDRESS:-}" ]]; then
+  export LUFFY_RAY_TMP="${LUFFY_RAY_TMP:-/tmp/luffy_ray_$$}"
+  CPU_ARGS+=("+ray_kwargs.ray_init._temp_dir=${LUFFY_RAY_TMP}")
+  trap stop_own_ray EXIT
+fi

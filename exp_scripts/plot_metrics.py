@@ -19,6 +19,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from luffy.cli import add_debug_flag, user_errors_exit  # noqa: E402
+from luffy.data.errors import LuffyDataError  # noqa: E402
 from luffy.jsonl import iter_jsonl  # noqa: E402
 
 PANELS: list[tuple[str, list[tuple[str, str]]]] = [
@@ -52,7 +54,7 @@ def read_metrics(paths: list[Path]) -> dict[int, dict[str, float]]:
     for path in paths:
         for line_no, record, problem in iter_jsonl(path):
             if problem is not None:
-                raise SystemExit(f"{path}:{line_no}: {problem}")
+                raise LuffyDataError(f"{path}:{line_no}: {problem}")
             values = {k: v for k, v in record.get("data", {}).items() if isinstance(v, int | float)}
             by_step.setdefault(int(record["step"]), {}).update(values)
     return by_step
@@ -82,20 +84,23 @@ def plot(by_step: dict[int, dict[str, float]], out: Path, title: str) -> int:
     return drawn
 
 
-def main(argv: list[str] | None = None) -> None:
+@user_errors_exit
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("metrics", nargs="+", type=Path, help="metrics JSONL file(s) of one run")
     parser.add_argument("--out", type=Path, default=Path("figures/metrics.png"), help="PNG to write")
     parser.add_argument("--title", default="training curves", help="figure title")
+    add_debug_flag(parser)
     args = parser.parse_args(argv)
     missing = [str(p) for p in args.metrics if not p.is_file()]
     if missing:
-        raise SystemExit(f"metrics file(s) not found: {', '.join(missing)}")
+        raise LuffyDataError(f"metrics file(s) not found: {', '.join(missing)}")
     by_step = read_metrics(args.metrics)
     if not by_step:
-        raise SystemExit("no metrics in the given file(s)")
+        raise LuffyDataError("no metrics in the given file(s)")
     drawn = plot(by_step, args.out, args.title)
     print(f"wrote {args.out} ({len(by_step)} steps, {drawn} curves)")
+    return 0
 
 
 if __name__ == "__main__":

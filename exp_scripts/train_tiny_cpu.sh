@@ -6,7 +6,9 @@
 #   exp_scripts/train_tiny_cpu.sh [extra hydra overrides]
 # Settings (environment): OUT_DIR, SAMPLE_JSONL, STEPS, BATCH, N, N_PREFIX, PROMPT_LEN, RESPONSE_LEN, LR,
 # FIGURE, RESUME (1: resume for one more step after the run; 0: skip), SAVE_FREQ and TEST_FREQ (default:
-# at the last step), DUMP_ROLLOUTS (1: write each step's samples to $OUT_DIR/rollouts/<step>.jsonl).
+# at the last step), DUMP_ROLLOUTS (1: write each step's samples to $OUT_DIR/rollouts/<step>.jsonl),
+# FRESH (1: delete $OUT_DIR/checkpoints and rollouts first; by default an interrupted run is resumed
+# from the checkpoints already there and nothing is deleted).
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -29,6 +31,7 @@ SAVE_FREQ="${SAVE_FREQ:-${STEPS}}"
 TEST_FREQ="${TEST_FREQ:-${STEPS}}"
 DUMP_ROLLOUTS="${DUMP_ROLLOUTS:-1}"
 FIGURE="${FIGURE:-${REPO}/figures/tiny_cpu_luffy.png}"
+FRESH="${FRESH:-0}"
 EXPERIMENT="${EXPERIMENT:-luffy_tiny_cpu}"
 
 # shellcheck source=exp_scripts/common_tiny_cpu.sh
@@ -68,7 +71,11 @@ run_luffy() {
     "$@" 2>&1 | tee "${log}"
 }
 
-rm -rf "${OUT_DIR}/checkpoints" "${OUT_DIR}/rollouts"
+if [[ "${FRESH}" == 1 ]]; then
+  rm -rf "${OUT_DIR}/checkpoints" "${OUT_DIR}/rollouts"
+elif [[ -e "${OUT_DIR}/checkpoints/latest_checkpointed_iteration.txt" ]]; then
+  echo "resuming from the checkpoints in ${OUT_DIR}/checkpoints (FRESH=1 deletes them and starts afresh)" >&2
+fi
 run_luffy "${STEPS}" "${OUT_DIR}/metrics.jsonl" "${OUT_DIR}/train.log" "$@"
 metric_files=("${OUT_DIR}/metrics.jsonl")
 if [[ "${RESUME}" == 1 ]]; then

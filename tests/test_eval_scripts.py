@@ -157,7 +157,7 @@ def test_generate_jsonl_end_to_end(resumed_run: dict) -> None:
     assert resumed_run["summary"].with_suffix(".csv").read_text().startswith("data_source,")
 
 
-def test_score_script(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_score_script(tmp_path: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture) -> None:
     results = tmp_path / "r.jsonl"
     rows = [
         {"data_source": "math", "answer": "\\frac{1}{7}", "responses": ["\\boxed{1/7}", "\\boxed{2}"]},
@@ -176,7 +176,8 @@ def test_score_script(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
         fh.write('{"data_source": "math", "responses": ["x"]}\n')
     caplog.clear()
     assert run_main("score.py", results, "--summary_out", summary, "--no_progress") == 2
-    assert "r.jsonl:4" in caplog.text and "answer" in caplog.text
+    err = capsys.readouterr().err
+    assert "error: " in err and "r.jsonl:4" in err and "answer" in err
     caplog.clear()
     assert run_main("score.py", results, "--summary_out", summary, "--skip_bad", "--no_progress") == 0
     assert "skipped 1 bad line" in caplog.text

@@ -174,6 +174,8 @@ def test_refusal_happens_before_ray_starts():
         timeout=120,
         cwd=ROOT,
     )
-    assert result.returncode != 0
-    assert "Invalid LUFFY config: actor_rollout_ref.actor.use_sft_multitask_loss=True is not supported" in result.stderr
+    assert result.returncode == 2
+    expected = "error: invalid LUFFY run: actor_rollout_ref.actor.use_sft_multitask_loss=True is not supported"
+    assert expected in result.stderr
+    assert "Traceback" not in result.stderr
     assert "ray" not in result.stderr.lower()

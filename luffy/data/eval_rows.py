@@ -25,6 +25,7 @@ import pyarrow as pa
 
 from luffy.data.errors import LuffyDataError
 from luffy.data.schema import MESSAGES_TYPE, REWARD_MODEL_TYPE, build_prompt, is_sequence, normalize_messages
+from luffy.scoring.ground_truth import BadGroundTruth, ground_truth_text
 
 GPQA_INSTRUCTION = (
     "Answer the following multiple choice question. The last line of your response should be of the "
@@ -84,6 +85,14 @@ class EvalProblem:
     ground_truth: str
 
 
+def _truth(value: Any, field: str) -> str:
+    """The reference answer as text; NaN, infinities, containers and blanks raise ``LuffyDataError``."""
+    try:
+        return ground_truth_text(value)
+    except BadGroundTruth as err:
+        raise LuffyDataError(f"{field}: {err}") from None
+
+
 def eval_problem(row_no: int, row: dict[str, Any], default_source: str | None, template: str) -> EvalProblem:
     """Build one problem from an input row; raise ``LuffyDataError`` (with the field) when unusable."""
     source = row.get("data_source") or default_source
@@ -92,14 +101,13 @@ def eval_problem(row_no: int, row: dict[str, Any], default_source: str | None, t
     if row.get("prompt") is not None and "problem" not in row:
         reward = row.get("reward_model") or {}
         truth = reward.get("ground_truth") if isinstance(reward, dict) else None
-        if truth is None or str(truth).strip() == "":
-            raise LuffyDataError("reward_model.ground_truth is missing")
-        return EvalProblem(row_no, source, normalize_messages(row["prompt"]), str(truth))
+        truth = _truth(truth, "reward_model.ground_truth")
+        return EvalProblem(row_no, source, normalize_messages(row["prompt"]), truth)
     problem = row.get("problem", row.get("question"))
     if not isinstance(problem, str) or not problem.strip():
         raise LuffyDataError("'problem' is missing, null or empty")
     answer = row.get("answer")
-    if answer is None or str(answer).strip() == "":
+    if answer is None or (isinstance(answer, str) and not answer.strip()):
         raise LuffyDataError("'answer' is missing or empty")
     choices = row.get("choices")
     if choices is not None:
@@ -110,7 +118,7 @@ def eval_problem(row_no: int, row: dict[str, Any], default_source: str | None, t
                            _letter(answer, choices))
     if source in CHOICE_SOURCES:
         raise LuffyDataError(f"'{source}' is multiple choice but the row has no 'choices'")
-    return EvalProblem(row_no, source, build_prompt(problem, template), str(answer))
+    return EvalProblem(row_no, source, build_prompt(problem, template), _truth(answer, "'answer'"))
 
 
 def parse_copies(spec: str) -> tuple[int, dict[str, int]]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import multiprocessing as mp
 import os
+import re
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -97,27 +98,66 @@ def within_byte_bound(texts: Sequence[str], budget: int, backend: Any | None, by
     return [len((normalize(t) if normalize else t).encode("utf-8")) + 1 <= budget for t in texts]
 
 
-def _measure_chunk(items: Sequence[tuple[str, int, bool]]) -> list[tuple[int, int | None]]:
-    """For each (text, budget, need_cut): (token count, character offset to cut at or None)."""
+#: A trace longer than ``2 * HEAD_CHARS_PER_TOKEN * budget`` characters is first measured on its head.
+HEAD_CHARS_PER_TOKEN = 16
+#: Extra tokens the head must hold beyond the budget before the whole trace is called over it.
+HEAD_MARGIN_TOKENS = 8
+_WORD_END = re.compile(r"\S(?=\s)")
+
+
+def head_of(text: str, budget: int) -> str | None:
+    """A head of ``text`` that ends at a word boundary, or None when ``text`` is short enough to tokenise.
+
+    The cut falls after a non-space character followed by whitespace, which is a pre-token boundary
+    for whitespace-splitting tokenizers (byte-level BPE, SentencePiece with ``\u2581``), so the head's
+    tokens are a prefix of the whole text's tokens. None also when no such boundary is near.
+    """
+    limit = max(HEAD_CHARS_PER_TOKEN * budget, 4096)
+    if len(text) <= 2 * limit:
+        return None
+    m = _WORD_END.search(text, limit, limit + 4096)
+    return text[: m.end()] if m else None
+
+
+def _measure_chunk(items: Sequence[tuple[str, int, bool]]) -> list[tuple[int, int | None, bool]]:
+    """For each (text, budget, need_cut): (token count, character offset to cut at or None, exact).
+
+    A very long text is tokenised on a bounded head first (:func:`head_of`); when the head alone holds
+    more than ``budget + HEAD_MARGIN_TOKENS`` tokens the text is certainly over budget, its count is a
+    lower bound (``exact`` False) and the cut comes from the head. Memory stays bounded by the budget,
+    not by the trace.
+    """
     from luffy.mix_src.target_tokens import encode_plain_batch
 
     tok, backend = _WORKER["tokenizer"], _WORKER["backend"]
-    texts = [text for text, _, _ in items]
-    out: list[tuple[int, int | None]] = []
-    if backend is not None:
-        # Offsets are needed only to cut a text; encode_batch_fast skips computing them.
-        need_offsets = any(cut for _, _, cut in items) or not hasattr(backend, "encode_batch_fast")
-        encode = backend.encode_batch if need_offsets else backend.encode_batch_fast
-        for (_, budget, need_cut), enc in zip(items, encode(texts, add_special_tokens=False)):
-            n = len(enc.ids)
-            out.append((n, enc.offsets[budget - 2][1] if need_cut and n + 1 > budget and budget >= 2 else None))
-        return out
-    for (_, budget, need_cut), ids in zip(items, encode_plain_batch(tok, None, texts)):
-        cut = None
-        if need_cut and len(ids) + 1 > budget:
-            cut = len(tok.decode(ids[: max(0, budget - 1)], skip_special_tokens=False))
-        out.append((len(ids), cut))
-    return out
+    heads = [head_of(text, budget) for text, budget, _ in items]
+    out: list[tuple[int, int | None, bool] | None] = [None] * len(items)
+    for pass_heads in (True, False):
+        idx = [i for i in range(len(items)) if out[i] is None and (heads[i] is not None) == pass_heads]
+        if not idx:
+            continue
+        texts = [heads[i] if pass_heads else items[i][0] for i in idx]
+        if backend is not None:
+            # Offsets are needed only to cut a text; encode_batch_fast skips computing them.
+            need_offsets = any(items[i][2] for i in idx) or not hasattr(backend, "encode_batch_fast")
+            encode = backend.encode_batch if need_offsets else backend.encode_batch_fast
+            encoded = [(len(enc.ids), enc) for enc in encode(texts, add_special_tokens=False)]
+        else:
+            encoded = [(len(ids), ids) for ids in encode_plain_batch(tok, None, texts)]
+        for i, (n, enc) in zip(idx, encoded):
+            _, budget, need_cut = items[i]
+            if pass_heads and n <= budget + HEAD_MARGIN_TOKENS:
+                heads[i] = None  # the head was not enough to decide: measure the whole text
+                continue
+            cut = None
+            if need_cut and n + 1 > budget and budget >= 2:
+                if backend is not None:
+                    cut = enc.offsets[budget - 2][1]
+                else:
+                    cut = len(tok.decode(enc[: max(0, budget - 1)], skip_special_tokens=False))
+            out[i] = (n, cut, not pass_heads)
+    # Heads that were not enough were reset to None above, so the second pass measured their whole text.
+    return out  # type: ignore[return-value]
 
 
 def token_budget_filter(
@@ -138,7 +178,8 @@ def token_budget_filter(
     left with no trace becomes a ``trace_over_token_budget`` skip. Truncated traces are cut at the
     character offset of the last token that fits (plus EOS) and flagged in ``Candidate.truncated``;
     they lose their final answer, which is why ``drop`` is the default. ``stats`` (if given)
-    receives ``traces_tokenised`` and ``traces_within_byte_bound`` counts.
+    receives ``traces_tokenised``, ``traces_within_byte_bound`` and ``traces_head_only`` (huge traces
+    found over budget from a bounded head, see :func:`_measure_chunk`) counts.
     """
     stats = stats if stats is not None else Counter()
     if overlong not in ("drop", "truncate"):
@@ -154,6 +195,7 @@ def token_budget_filter(
     kept_traces: list[list[str]] = [[] for _ in candidates]
     kept_flags: list[list[bool]] = [[] for _ in candidates]
     longest = [0] * len(candidates)
+    over_on_head = [False] * len(candidates)
     want = needed or max((len(c.traces) for c in candidates), default=0)
     for r in range(max((len(c.traces) for c in candidates), default=0)):
         todo = [i for i, c in enumerate(candidates) if r < len(c.traces) and len(kept_traces[i]) < want]
@@ -162,7 +204,7 @@ def token_budget_filter(
         texts = [candidates[i].traces[r] for i in todo]
         fits = within_byte_bound(texts, max_target_tokens, backend, byte_level)
         items = [(t, max_target_tokens, overlong == "truncate") for t, ok in zip(texts, fits) if not ok]
-        measured: list[tuple[int, int | None]] = []
+        measured: list[tuple[int, int | None, bool]] = []
         desc = "token budget" if r == 0 else f"token budget (trace {r + 1})"
         if items:
             for part in _run_chunks(
@@ -170,9 +212,12 @@ def token_budget_filter(
             ):
                 measured.extend(part)
         pending = iter(measured)
-        results = [(-1, None) if ok else next(pending) for ok in fits]
-        for i, (n, cut) in zip(todo, results):
+        results = [(-1, None, True) if ok else next(pending) for ok in fits]
+        for i, (n, cut, exact) in zip(todo, results):
             stats["traces_within_byte_bound" if n < 0 else "traces_tokenised"] += 1
+            if not exact:
+                stats["traces_head_only"] += 1
+                over_on_head[i] = True
             trace = candidates[i].traces[r]
             if n + 1 <= max_target_tokens:  # n == -1: provably within budget
                 kept_traces[i].append(trace)
@@ -182,12 +227,13 @@ def token_budget_filter(
                 kept_flags[i].append(True)
             longest[i] = max(longest[i], n + 1)
     kept, skips = [], []
-    for cand, traces, flags, n in zip(candidates, kept_traces, kept_flags, longest):
+    for cand, traces, flags, n, on_head in zip(candidates, kept_traces, kept_flags, longest, over_on_head):
         if traces:
             cand.traces, cand.truncated = traces, flags
             kept.append(cand)
         else:
-            skips.append(Skip(cand.row, OVER_BUDGET, f"{n} tokens with EOS > budget {max_target_tokens}", cand.uuid))
+            count = f"over {n} tokens (counted on its head)" if on_head else f"{n} tokens with EOS"
+            skips.append(Skip(cand.row, OVER_BUDGET, f"{count} > budget {max_target_tokens}", cand.uuid))
     return kept, skips
 
 

@@ -20,6 +20,7 @@ from typing import Any
 from luffy.data.errors import LuffyDataError
 from luffy.data.readers import UnreadableRow
 from luffy.data.schema import build_prompt, is_sequence, normalize_messages, target_texts, user_text
+from luffy.scoring.ground_truth import BadGroundTruth, ground_truth_text
 
 # Skip reasons (the keys of the summary's counts), in pipeline order.
 UNREADABLE = "unreadable_row"
@@ -27,6 +28,7 @@ MISSING_PROBLEM = "missing_problem"
 NULL_PROBLEM = "null_problem"
 EMPTY_PROBLEM = "empty_problem"
 MISSING_ANSWER = "missing_answer"
+BAD_ANSWER = "unusable_answer"
 MISSING_TRACE = "missing_trace"
 NO_CORRECT_TRACE = "no_trace_marked_correct"
 MALFORMED = "malformed_prepared_row"
@@ -39,6 +41,7 @@ REASONS = (
     NULL_PROBLEM,
     EMPTY_PROBLEM,
     MISSING_ANSWER,
+    BAD_ANSWER,
     MISSING_TRACE,
     NO_CORRECT_TRACE,
     MALFORMED,
@@ -77,17 +80,16 @@ class Candidate:
     truncated: list[bool] = field(default_factory=list)
 
 
-def _text(value: Any) -> str | None:
-    """The field as text if it holds any non-blank text (numbers become strings), else None."""
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int | float):
-        value = str(value)
-    if not isinstance(value, str) or not value.strip():
-        return None
-    return value
+def _answer(value: Any, field: str, row_no: int, uuid: str | None) -> str | Skip:
+    """The reference answer, or a ``Skip``: missing/blank -> ``missing_answer``; NaN, infinities,
+    booleans, containers and over-long answers -> ``unusable_answer`` (``str()`` would turn them into
+    text such as ``"nan"`` that a response could then match)."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return Skip(row_no, MISSING_ANSWER, f"{field} is missing or empty", uuid)
+    try:
+        return ground_truth_text(value)
+    except BadGroundTruth as err:
+        return Skip(row_no, BAD_ANSWER, f"{field}: {err}", uuid)
 
 
 def _uuid(row: dict[str, Any]) -> str | None:
@@ -124,21 +126,23 @@ def _raw_traces(row: dict[str, Any], trust_unmarked: bool) -> tuple[list[str], s
     return traces, None, ""
 
 
-def _prepared(row_no: int, row: dict[str, Any]) -> Candidate | Skip:
+def _prepared(row_no: int, row: dict[str, Any], default_source: str) -> Candidate | Skip:
     uuid = _uuid(row)
     try:
         prompt = normalize_messages(row["prompt"], "prompt")
         problem = user_text(prompt)
         reward = row.get("reward_model")
-        truth = _text(reward.get("ground_truth")) if isinstance(reward, dict) else None
-        if truth is None:
-            return Skip(row_no, MISSING_ANSWER, "reward_model.ground_truth is missing or empty", uuid)
+        truth = _answer(reward.get("ground_truth") if isinstance(reward, dict) else None,
+                        "reward_model.ground_truth", row_no, uuid)
+        if isinstance(truth, Skip):
+            return truth
         traces = target_texts(row.get("target"))
     except LuffyDataError as err:
         return Skip(row_no, MALFORMED, str(err), uuid)
     if not problem.strip():
         return Skip(row_no, EMPTY_PROBLEM, "the user turn is empty", uuid)
-    data_source = row.get("data_source") if isinstance(row.get("data_source"), str) else "openr1"
+    # A prepared row without a data_source gets --data_source (default "openr1"), as raw rows do.
+    data_source = row.get("data_source") if isinstance(row.get("data_source"), str) else default_source
     ability = row.get("ability") if isinstance(row.get("ability"), str) else "math"
     extra = row.get("extra_info") if isinstance(row.get("extra_info"), dict) else {}
     return Candidate(
@@ -166,7 +170,7 @@ def normalize_row(
     if isinstance(row, UnreadableRow):
         return Skip(row_no, UNREADABLE, row.reason)
     if "prompt" in row and row.get("prompt") is not None and "problem" not in row:
-        return _prepared(row_no, row)
+        return _prepared(row_no, row, data_source)
     uuid = _uuid(row)
     if "problem" not in row:
         return Skip(row_no, MISSING_PROBLEM, "no 'problem' key", uuid)
@@ -175,9 +179,9 @@ def normalize_row(
     problem = row["problem"]
     if not isinstance(problem, str) or not problem.strip():
         return Skip(row_no, EMPTY_PROBLEM, f"'problem' is empty or not text ({type(problem).__name__})", uuid)
-    answer = _text(row.get("answer"))
-    if answer is None:
-        return Skip(row_no, MISSING_ANSWER, "'answer' is missing or empty", uuid)
+    answer = _answer(row.get("answer"), "'answer'", row_no, uuid)
+    if isinstance(answer, Skip):
+        return answer
     traces, reason, detail = _raw_traces(row, trust_unmarked)
     if reason is not None:
         return Skip(row_no, reason, detail, uuid)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
 from collections import Counter
 from dataclasses import dataclass, field
@@ -173,15 +174,39 @@ def prepare(source: str, options: PrepareOptions | None = None) -> PrepareResult
     return PrepareResult(description, num_input, train, val, skips, truncated, problems, notes, stats)
 
 
+def write_parquet(table: Any, path: str | Path) -> None:
+    """Write ``table`` to ``path`` through a temporary file beside it, so a crash never leaves half a file."""
+    path = Path(path)
+    if path.is_dir():
+        raise LuffyDataError(f"{path} is a folder; give a file name for the parquet output")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        pq.write_table(table, tmp)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def check_output_dir(output_dir: str | Path) -> Path:
+    """``output_dir`` as a folder that exists and can be written, or one ``LuffyDataError`` line."""
+    out = Path(output_dir)
+    if out.exists() and not out.is_dir():
+        raise LuffyDataError(f"--output_dir {out} is an existing file, not a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise LuffyDataError(f"--output_dir {out} is not writable")
+    return out
+
+
 def write_outputs(result: PrepareResult, output_dir: str | Path) -> dict[str, Path]:
     """Write ``train.parquet``, ``val.parquet`` (when there is a val split) and ``skipped.jsonl``."""
-    out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = check_output_dir(output_dir)
     paths = {"train": out / "train.parquet", "skipped": out / "skipped.jsonl"}
-    pq.write_table(rows_to_table(result.train), paths["train"])
+    write_parquet(rows_to_table(result.train), paths["train"])
     val_path = out / "val.parquet"
     if result.val:
-        pq.write_table(rows_to_table(result.val), val_path)
+        write_parquet(rows_to_table(result.val), val_path)
         paths["val"] = val_path
     elif val_path.exists():
         val_path.unlink()  # a stale split from an earlier run would not match this train split
@@ -207,7 +232,8 @@ def format_summary(result: PrepareResult, paths: dict[str, Path] | None = None) 
     if result.stats:
         lines.append(
             f"token budget:         {result.stats['traces_tokenised']} trace(s) tokenised, "
-            f"{result.stats['traces_within_byte_bound']} within the byte bound (byte-level BPE)"
+            f"{result.stats['traces_within_byte_bound']} within the byte bound (byte-level BPE), "
+            f"{result.stats['traces_head_only']} over it from a bounded head"
         )
     for problem in result.template_problems:
         lines.append(f"WARNING chat template: {problem}")

@@ -3,8 +3,9 @@
 Supported inputs:
 
 - a ``.parquet`` file, or a folder of ``*.parquet`` files (read in name order);
-- a ``.jsonl`` file (one JSON object per line; a line that is not a JSON object becomes an
-  ``UnreadableRow`` carrying the reason, so one bad line does not lose the file);
+- a ``.jsonl`` file (one JSON object per line; a line that is not UTF-8, not a JSON object or holds
+  a lone surrogate becomes an ``UnreadableRow`` carrying the reason, so one bad line does not lose
+  the file);
 - a ``.json`` file holding a list of objects, a ``{column: [values]}`` mapping, or JSON lines;
 - a folder written by ``datasets.Dataset.save_to_disk`` (or a ``DatasetDict``: its ``train`` split);
 - a hub dataset name (``owner/name``), loaded with ``datasets.load_dataset(name, split="train")``.
@@ -26,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from luffy.data.errors import LuffyDataError
-from luffy.jsonl import iter_jsonl
+from luffy.jsonl import iter_jsonl, unencodable_text
 
 logger = logging.getLogger(__name__)
 
@@ -93,11 +94,14 @@ def _count_lines(path: Path) -> int:
 
 
 def _json_rows(path: Path) -> RowSource:
-    text = path.read_text(encoding="utf-8")
     try:
-        data = json.loads(text)
-    except json.JSONDecodeError:
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        # Not one JSON document: read it as JSON lines, where a bad line is a counted skip.
         return RowSource(f"JSON lines file {path}", _count_lines(path), _jsonl_rows(path))
+    bad_text = unencodable_text(data)
+    if bad_text:
+        raise LuffyDataError(f"{path}: {bad_text}; fix the text or store the rows as JSON lines")
     if isinstance(data, dict) and data and all(isinstance(v, list) for v in data.values()):
         lengths = {len(v) for v in data.values()}
         if len(lengths) != 1:
@@ -113,10 +117,21 @@ def _json_rows(path: Path) -> RowSource:
     return RowSource(f"JSON file {path}", len(rows), iter(rows))
 
 
-def _parquet_source(paths: list[Path], description: str) -> RowSource:
+def _open_parquet(path: Path) -> Any:
+    """``pq.ParquetFile(path)``, or one ``LuffyDataError`` line naming the file (empty, truncated, not parquet)."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    files = [pq.ParquetFile(p) for p in paths]
+    try:
+        return pq.ParquetFile(path)
+    except (pa.ArrowException, OSError) as err:
+        size = path.stat().st_size if path.exists() else 0
+        what = "an empty file (0 bytes)" if size == 0 else f"not a readable parquet file ({err})"
+        raise LuffyDataError(f"{path} is {what}") from None
+
+
+def _parquet_source(paths: list[Path], description: str) -> RowSource:
+    files = [_open_parquet(p) for p in paths]
     total = sum(f.metadata.num_rows for f in files)
 
     def rows() -> Iterator[dict[str, Any]]:

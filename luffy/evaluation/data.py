@@ -8,13 +8,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from luffy.data.errors import LuffyDataError
 from luffy.jsonl import iter_jsonl
 from luffy.scoring.choice import LETTERS, is_multiple_choice
+from luffy.scoring.ground_truth import BadGroundTruth, ground_truth_text
 
 logger = logging.getLogger(__name__)
 
 
-class EvalDataError(ValueError):
+class EvalDataError(LuffyDataError):
     """An input row or file that cannot be turned into an evaluation problem."""
 
 
@@ -56,6 +58,14 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def _answer(value: Any, where: str) -> str:
+    """The reference answer as text, or an ``EvalDataError`` naming the row (NaN, containers, blanks)."""
+    try:
+        return ground_truth_text(value)
+    except BadGroundTruth as err:
+        raise EvalDataError(f"{where}: {err}") from None
+
+
 def _user_turn(messages: list[dict[str, str]], where: str) -> str:
     users = [m.get("content", "") for m in messages if m.get("role") == "user"]
     if not users:
@@ -66,7 +76,12 @@ def _user_turn(messages: list[dict[str, str]], where: str) -> str:
 def _from_parquet(path: Path) -> list[EvalProblem]:
     import pandas as pd
 
-    df = pd.read_parquet(path)
+    try:
+        df = pd.read_parquet(path)
+    except Exception as err:  # pyarrow's errors for empty/truncated files: one line naming the file
+        size = path.stat().st_size
+        what = "an empty file (0 bytes)" if size == 0 else f"not a readable parquet file ({type(err).__name__}: {err})"
+        raise EvalDataError(f"{path} is {what}") from None
     missing = {"data_source", "prompt", "reward_model"} - set(df.columns)
     if missing:
         raise EvalDataError(f"{path}: missing columns {sorted(missing)} (expected veRL's RL schema)")
@@ -78,14 +93,16 @@ def _from_parquet(path: Path) -> list[EvalProblem]:
         if "ground_truth" not in reward_model:
             raise EvalDataError(f"{where}: reward_model has no ground_truth")
         extra = _plain(row.get("extra_info")) or {}
-        ds = str(row["data_source"])
+        ds = row["data_source"]
+        if not isinstance(ds, str) or not ds.strip():
+            raise EvalDataError(f"{where}: 'data_source' must be a non-empty string, got {ds!r}")
         problems.append(
             EvalProblem(
                 uid=f"{ds}-{i}",
                 index=i,
                 data_source=ds,
                 question=_user_turn(messages, where),
-                answer=str(reward_model["ground_truth"]),
+                answer=_answer(reward_model["ground_truth"], where),
                 multiple_choice=is_multiple_choice(ds, extra if isinstance(extra, dict) else None),
                 source_messages=[{"role": m["role"], "content": m["content"]} for m in messages],
                 extra=extra if isinstance(extra, dict) else {},
@@ -104,9 +121,12 @@ def _from_jsonl(path: Path) -> list[EvalProblem]:
         answer = row.get("answer", row.get("ground_truth"))
         if not isinstance(question, str) or not question.strip():
             raise EvalDataError(f"{where}: needs a non-empty 'problem' (or 'question') string")
-        if answer is None or str(answer).strip() == "":
+        if answer is None:
             raise EvalDataError(f"{where}: needs an 'answer' (or 'ground_truth')")
-        ds = str(row.get("data_source", path.stem))
+        answer = _answer(answer, where)
+        ds = row.get("data_source", path.stem)  # documented default: the file's name
+        if not isinstance(ds, str) or not ds.strip():
+            raise EvalDataError(f"{where}: 'data_source' must be a non-empty string (or absent), got {ds!r}")
         choices = row.get("choices")
         if choices is not None and not isinstance(choices, list):
             raise EvalDataError(f"{where}: 'choices' must be a list")
@@ -120,7 +140,7 @@ def _from_jsonl(path: Path) -> list[EvalProblem]:
                 index=index,
                 data_source=ds,
                 question=question,
-                answer=str(answer),
+                answer=answer,
                 multiple_choice=mc,
                 choices=[str(c) for c in choices] if choices else None,
             )

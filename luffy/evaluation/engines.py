@@ -11,6 +11,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from luffy.data.errors import LuffyDataError
 from luffy.prompts import build_messages
 
 logger = logging.getLogger(__name__)
@@ -30,13 +31,13 @@ class SamplingConfig:
 
     def __post_init__(self) -> None:
         if self.n < 1:
-            raise ValueError(f"--n must be >= 1, got {self.n}")
+            raise LuffyDataError(f"--n must be >= 1, got {self.n}")
         if self.temperature < 0:
-            raise ValueError(f"--temperature must be >= 0, got {self.temperature}")
+            raise LuffyDataError(f"--temperature must be >= 0, got {self.temperature}")
         if not 0 < self.top_p <= 1:
-            raise ValueError(f"--top_p must be in (0, 1], got {self.top_p}")
+            raise LuffyDataError(f"--top_p must be in (0, 1], got {self.top_p}")
         if self.max_tokens < 1:
-            raise ValueError(f"--max_tokens must be >= 1, got {self.max_tokens}")
+            raise LuffyDataError(f"--max_tokens must be >= 1, got {self.max_tokens}")
 
 
 class Engine(Protocol):
@@ -60,7 +61,7 @@ def render_prompt(tokenizer: Any, question: str, template: str, remove_system: b
         return question
     messages = build_messages(question, template, remove_system=remove_system)
     if getattr(tokenizer, "chat_template", None) is None:
-        raise ValueError(f"the tokenizer has no chat template; use --template no for template {template!r}")
+        raise LuffyDataError(f"the tokenizer has no chat template; use --template no for template {template!r}")
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
 
@@ -186,8 +187,8 @@ def make_engine(
         logger.info("engine auto -> %s", engine)
     if engine == "vllm":
         if not vllm_available():
-            raise RuntimeError("vLLM is not installed; install it or pass --engine hf")
+            raise LuffyDataError("vLLM is not installed; install it or pass --engine hf")
         return VLLMEngine(model_path, tensor_parallel_size, max_model_len, seed)
     if engine == "hf":
         return HFEngine(model_path, max_model_len, cpu_threads=cpu_threads)
-    raise ValueError(f"unknown engine {engine!r}; choose vllm, hf or auto")
+    raise LuffyDataError(f"unknown engine {engine!r}; choose vllm, hf or auto")

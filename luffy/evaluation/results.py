@@ -1,18 +1,68 @@
-"""Resumable jsonl results: one line per finished problem, appended and flushed as it completes."""
+"""Resumable jsonl results: one line per finished problem, appended and flushed as it completes.
+
+Each line records what it depends on: ``problem_hash`` (the problem's source, question and answer)
+and ``settings`` (model, template, sampling). A rerun on the same file resumes only when both agree
+(:func:`resume_plan`); otherwise it refuses, saying what differs, instead of mixing two runs.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 from pathlib import Path
 from typing import Any
 
+from luffy.data.errors import LuffyDataError
+
 logger = logging.getLogger(__name__)
 
+#: Generation settings a result depends on; a resumed run must match all of them.
+SETTING_KEYS = ("model_path", "template", "remove_system", "n", "temperature", "top_p", "max_tokens", "seed")
 
-class ResultsFileError(ValueError):
-    """A results file that cannot be read (the message names the line)."""
+
+class ResultsFileError(LuffyDataError):
+    """A results file that cannot be read, or cannot be resumed (the message names the line)."""
+
+
+def problem_hash(data_source: str, question: str, answer: str) -> str:
+    """Short stable hash of what identifies a problem (source, question text, reference answer)."""
+    blob = json.dumps([data_source, question, answer], ensure_ascii=False).encode("utf-8", "surrogatepass")
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def resume_plan(
+    path: str | Path, records: list[dict[str, Any]], settings: dict[str, Any], problems: dict[str, str]
+) -> set[str]:
+    """The problem ids already finished in ``records`` (read from ``path``) for this run.
+
+    Args:
+        settings: this run's generation settings (``SETTING_KEYS``).
+        problems: this run's problem id -> :func:`problem_hash`.
+
+    Raises:
+        ResultsFileError: when a record was made with other settings, or holds another problem
+            under one of this run's ids; the message says what differs and how to proceed.
+    """
+    fix = f"write to a new --output_file, or pass --overwrite to discard the results in {path}"
+    done: set[str] = set()
+    for lineno, record in enumerate(records, start=1):
+        old = record.get("settings")
+        if not isinstance(old, dict):
+            raise ResultsFileError(f"{path}: record {lineno} does not say which settings made it; {fix}")
+        diff = [f"{k}={old.get(k)!r} (now {settings.get(k)!r})" for k in SETTING_KEYS if old.get(k) != settings.get(k)]
+        if diff:
+            raise ResultsFileError(f"{path} holds results made with other settings: {', '.join(diff)}; {fix}")
+        uid = record.get("id")
+        if uid in problems:
+            if record.get("problem_hash") != problems[uid]:
+                raise ResultsFileError(
+                    f"{path}: record {lineno} holds another problem under id {uid!r} (the input file differs "
+                    f"from the one that made these results); {fix}"
+                )
+            done.add(uid)
+    return done
 
 
 def read_results(path: str | Path, repair_torn_tail: bool = False) -> list[dict[str, Any]]:

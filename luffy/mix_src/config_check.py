@@ -18,6 +18,10 @@ LUFFY_AGENT_LOOP = "luffy_mix_agent"
 ADV_ESTIMATORS = ("grpo", "grpo_split")
 RESHAPE_KEYS = ("off_policy_reshape", "on_policy_reshape")
 CLIP_KEYS = ("off_max_clip", "off_min_clip", "all_max_clip")
+#: Smallest accepted gamma of ``p_div_p_<gamma>``: below it f(p) = p / (p + gamma) is ~1 for every token
+#: the policy can sample and the shaped weight gamma p / (p + gamma)^2 vanishes (and in float32 a gamma
+#: under ~1e-38 is 0 outright), so the off-policy term stops training.
+MIN_RESHAPE_GAMMA = 1e-6
 
 
 def _get(node: Any, key: str) -> Any:
@@ -131,6 +135,45 @@ def check_algorithm_keys(algorithm: Any, prefix: str = "algorithm") -> None:
         )
 
 
+def _int_at_least(node: Any, key: str, prefix: str, low: int) -> None:
+    value = _get(node, key)
+    if not isinstance(value, int) or isinstance(value, bool) or value < low:
+        raise ValueError(f"{prefix}.{key}={value!r} must be an integer >= {low}")
+
+
+def check_types_and_ranges(config: Any) -> None:
+    """Types and ranges of the LUFFY keys whose legal-looking values are certainly wrong.
+
+    Runs before the rule checks below, so a string or a fraction where an integer belongs is named
+    here instead of failing inside a comparison: ``rollout.n`` an integer >= 1; reshape weights and
+    ``pow`` exponents finite and > 0 (0 switches the term off, a negative exponent explodes as p -> 0);
+    ``p_div_p_<gamma>`` with gamma >= ``MIN_RESHAPE_GAMMA``.
+
+    Raises:
+        ValueError: naming the key, its value and the accepted range.
+    """
+    arr = config.actor_rollout_ref
+    _int_at_least(arr.rollout, "n", "actor_rollout_ref.rollout", 1)
+    _int_at_least(arr.rollout, "n_prefix", "actor_rollout_ref.rollout", 0)
+    actor, prefix = arr.actor, "actor_rollout_ref.actor"
+    for side in ("off", "on"):
+        for key in (f"{side}_policy_reshape_weight", f"{side}_policy_reshape_pow_exp"):
+            value = _get(actor, key)
+            if not (_is_number(value) and value > 0):
+                raise ValueError(f"{prefix}.{key}={value!r} must be a finite number > 0")
+        name = _get(actor, f"{side}_policy_reshape")
+        if isinstance(name, str) and name.startswith("p_div_p_"):
+            try:
+                gamma = float(name.removeprefix("p_div_p_"))
+            except ValueError:
+                continue  # not a number: validate_reshape names the accepted forms
+            if math.isfinite(gamma) and 0 < gamma < MIN_RESHAPE_GAMMA:
+                raise ValueError(
+                    f"{prefix}.{side}_policy_reshape={name!r}: gamma must be >= {MIN_RESHAPE_GAMMA:g} (with a "
+                    "smaller gamma p/(p+gamma) is ~1 for every token and the shaped gradient vanishes)"
+                )
+
+
 def check_luffy_config(config: Any) -> None:
     """Validate every LUFFY key and the veRL settings LUFFY depends on, before anything starts.
 
@@ -140,6 +183,7 @@ def check_luffy_config(config: Any) -> None:
     Raises:
         ValueError: naming the first bad key, the rule it broke and how to fix it.
     """
+    check_types_and_ranges(config)
     arr = config.actor_rollout_ref
     check_rollout_keys(arr.rollout)
     check_actor_keys(arr.actor)

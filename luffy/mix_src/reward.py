@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from luffy.scoring import score_response
+from luffy.scoring.ground_truth import BadGroundTruth, ground_truth_text
 
 logger = logging.getLogger(__name__)
 
@@ -52,8 +53,19 @@ def compute_score(
         golds = [golds]
     if not golds:
         raise ValueError("ground_truth is empty")
+    # A reference answer that cannot be scored (NaN, a container, over-long: see ground_truth.py) is
+    # refused and logged with the row; its samples score 0 rather than stopping the training step.
+    usable = []
+    for g in golds:
+        try:
+            usable.append(ground_truth_text(g))
+        except BadGroundTruth as err:
+            row = extra_info.get("index") if isinstance(extra_info, Mapping) else None
+            logger.warning("data_source %r row %s: ground truth refused (%s); reward 0", data_source, row, err)
+    if not usable:
+        return {"score": 0.0, "acc": 0.0, "pred": ""}
     # Several acceptable answers: correct when any matches (the extracted answer is the same for all).
-    results = [score_response(str(data_source), solution_str or "", str(g), extra_info) for g in golds]
+    results = [score_response(str(data_source), solution_str or "", g, extra_info) for g in usable]
     result = next((r for r in results if r.correct), results[0])
     if result.pred is None:
         score = -float(format_penalty)

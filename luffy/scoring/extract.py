@@ -16,8 +16,10 @@ MAX_ANSWER_CHARS = 512
 """Extracted answers longer than this are treated as missing."""
 
 _BOXED_RE = re.compile(r"\\(?:boxed|fbox)\s*\{")
+# No two adjacent whitespace runs and no ``^\s*`` under MULTILINE: either makes a response of many
+# blank lines cost quadratic time.
 _PLAIN_RE = re.compile(
-    r"(?:final\s+answer|the\s+answer)\s*(?:is|:|=)\s*:?\s*(.+)|^\s*\**answer\**\s*:\s*\**\s*(.+)",
+    r"(?:final\s+answer|the\s+answer)\s*(?:is|:|=)\s*(?::\s*)?(.+)|^[ \t]*\**answer\**\s*:\s*(?:\*+\s*)?(.+)",
     re.IGNORECASE | re.MULTILINE,
 )
 
@@ -33,28 +35,40 @@ def after_think(text: str) -> str:
     return text[idx + len("</think>") :] if idx >= 0 else text
 
 
+_BRACE_RE = re.compile(r"\\[{}]|[{}]")  # an escaped brace (skipped) or a brace
+
+
+def _closing_braces(text: str, start: int = 0) -> dict[int, int]:
+    """Index of each ``{`` at or after ``start`` -> index of its matching ``}``, in one pass.
+
+    Escaped ``\\{`` / ``\\}`` are skipped; the regex jumps between braces, so plain text costs C speed.
+    """
+    stack: list[int] = []
+    close: dict[int, int] = {}
+    for m in _BRACE_RE.finditer(text, start):
+        ch = m.group()
+        if ch == "{":
+            stack.append(m.start())
+        elif ch == "}" and stack:
+            close[stack.pop()] = m.start()
+    return close
+
+
 def last_boxed(text: str) -> str | None:
     """Content of the last complete ``\\boxed{...}`` (or ``\\fbox{...}``); None if there is none.
 
-    An unterminated last box is skipped in favour of the previous complete one.
+    An unterminated last box is skipped in favour of the previous complete one. Linear time: the
+    braces after the first box are matched once, not rescanned from every box (braces before it
+    cannot close a box).
     """
     starts = [m.end() for m in _BOXED_RE.finditer(text)]
+    if not starts:
+        return None
+    close = _closing_braces(text, starts[0] - 1)
     for start in reversed(starts):
-        depth = 1
-        i = start
-        n = len(text)
-        while i < n:
-            ch = text[i]
-            if ch == "\\" and i + 1 < n and text[i + 1] in "{}":
-                i += 2
-                continue
-            if ch == "{":
-                depth += 1
-            elif ch == "}":
-                depth -= 1
-                if depth == 0:
-                    return text[start:i].strip()
-            i += 1
+        end = close.get(start - 1)
+        if end is not None:
+            return text[start:end].strip()
     return None
 
 

@@ -7,6 +7,11 @@ inside daemonic processes). The caller waits on the worker's pipe with a deadlin
 misses it is killed and replaced in the background, and the answer counts as not verified.
 
 Cheap cases never leave the caller: identical normalised strings, plain numbers, and a result cache.
+Everything that runs in the caller is linear in the input, whose length is capped (answers at
+``2 * MAX_ANSWER_CHARS``, ground truths at ``MAX_GROUND_TRUTH_CHARS``: longer ones count as not
+verified and are counted in ``stats["refused"]``), so no input can stall the caller. A ground truth
+that runs out of time against a plain-number answer is remembered, and its later answers are refused
+at once (also counted in ``stats["refused"]``) rather than each waiting for the deadline.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from fractions import Fraction
 from pathlib import Path
 
 from luffy.scoring.extract import MAX_ANSWER_CHARS, normalize_answer
+from luffy.scoring.ground_truth import MAX_GROUND_TRUTH_CHARS
 
 logger = logging.getLogger(__name__)
 
@@ -76,31 +82,40 @@ _VALUE_SYMBOL_RE = re.compile(
 )
 
 
-def _group_start(s: str, close: int) -> int:
-    """Index of the ``{`` matching the ``}`` at ``close`` (escaped braces ignored); -1 if none."""
-    depth = 0
-    for j in range(close, -1, -1):
-        if j > 0 and s[j - 1] == "\\":
+def _group_starts(s: str) -> dict[int, int]:
+    """Index of each ``}`` -> index of its matching ``{`` (escaped braces ignored), in one pass."""
+    stack: list[int] = []
+    start: dict[int, int] = {}
+    for j, ch in enumerate(s):
+        if ch not in "{}" or (j > 0 and s[j - 1] == "\\"):
             continue
-        depth += {"}": 1, "{": -1}.get(s[j], 0)
-        if depth == 0:
-            return j
-    return -1
+        if ch == "{":
+            stack.append(j)
+        elif stack:
+            start[j] = stack.pop()
+    return start
+
+
+# A value command is short: look for it only this far back (keeps the check linear in the input).
+_CMD_WINDOW = 64
 
 
 def _juxtaposed_number(s: str) -> bool:
     """True when a digit directly follows a complete value in normalised ``s`` without an operator:
     ``16\\pi1``, ``\\frac{2}{5}1``, ``\\sqrt{3}2``, ``x^{2}1``. Subscripts (``\\log_{2}8``), ``\\text{..}``,
-    ``\\begin{..}`` and function arguments (``\\ln2``, ``\\frac17``) do not count."""
+    ``\\begin{..}`` and function arguments (``\\ln2``, ``\\frac17``) do not count. Linear in ``len(s)``."""
     if _VALUE_SYMBOL_RE.search(s):
         return True
+    group_start = None
     for m in re.finditer(r"(?<!\\)\}(?=\d)", s):
+        if group_start is None:
+            group_start = _group_starts(s)
         i, groups = m.start(), 0
         # Walk back over the brace groups that end here (``\\frac{a}{b}`` has two) to their command;
         # after ``\\frac{270}`` the digit is the second argument (``\\frac{270}7``), not a factor.
-        while (i := _group_start(s, i)) > 0:
+        while (i := group_start.get(i, -1)) > 0:
             groups += 1
-            cmd = _VALUE_CMD_RE.search(s, 0, i)
+            cmd = _VALUE_CMD_RE.search(s, max(0, i - _CMD_WINDOW), i)
             if cmd:
                 if groups >= (2 if cmd.group().endswith(("frac", "binom")) else 1):
                     return True
@@ -227,6 +242,9 @@ class BoundedVerifier:
         self.max_memory_mb = max_memory_mb
         self.startup_timeout_s = startup_timeout_s
         self._cache: OrderedDict[tuple[str, str], bool] = OrderedDict()
+        # Ground truths whose check ran out of time against a plain-number answer: the ground truth is what
+        # is slow, so its later answers are refused at once instead of each costing the deadline.
+        self._slow_golds: OrderedDict[str, None] = OrderedDict()
         self._cache_size = cache_size
         self._lock = threading.Lock()
         self._idle: queue.Queue[_Worker] = queue.Queue()
@@ -234,7 +252,7 @@ class BoundedVerifier:
         self._started = False
         self._closed = False
         self._pid = os.getpid()
-        self.stats = {"fast": 0, "cached": 0, "worker": 0, "timeouts": 0, "errors": 0}
+        self.stats = {"fast": 0, "cached": 0, "worker": 0, "timeouts": 0, "errors": 0, "refused": 0}
 
     # ----------------------------------------------------------------- worker management
     def _spawn(self) -> None:
@@ -304,6 +322,14 @@ class BoundedVerifier:
         gold, pred = str(gold), str(pred)
         if not pred.strip() or len(pred) > 2 * MAX_ANSWER_CHARS:
             return False
+        if len(gold) > MAX_GROUND_TRUTH_CHARS:
+            self.stats["refused"] += 1
+            logger.warning("ground truth of %d characters (> %d) refused; answer counted as not verified",
+                           len(gold), MAX_GROUND_TRUTH_CHARS)
+            return False
+        if gold in self._slow_golds:
+            self.stats["refused"] += 1
+            return False
         fast = fast_verdict(gold, pred)
         if fast is not None:
             self.stats["fast"] += 1
@@ -329,6 +355,13 @@ class BoundedVerifier:
             logger.warning("math verification exceeded %.1fs; pred=%r", self.timeout_s, pred[:80])
             self._replace_async(worker)
             verdict = False
+            if _rational(normalize_answer(pred)) is not None:
+                logger.warning("ground truth %r... is slow to check; its later answers count as not verified",
+                               gold[:60])
+                with self._lock:
+                    self._slow_golds[gold] = None
+                    if len(self._slow_golds) > 1000:
+                        self._slow_golds.popitem(last=False)
         else:
             self._idle.put(worker)
             self.stats["worker"] += 1

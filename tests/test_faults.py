@@ -1,0 +1,610 @@
+"""Fault suite: bad input and faults never hang, lose good rows, mix runs up or print a traceback.
+
+Sections follow the numbered cases of the fault report: (1) bounded scoring, (2) one bad line loses
+only itself, (3) unusable ground truths, (4) evaluation resume keyed on problem and settings,
+(5) checkpoints, (6) one-line errors for user mistakes, (7) the token budget on a huge trace. Every
+input is generated here.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from _data_fixtures import good_row, tiny_tokenizer, tiny_tokenizer_dir  # noqa: F401
+
+REPO = Path(__file__).resolve().parents[1]
+EVAL_SCRIPTS = REPO / "eval_scripts"
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    env.pop("LUFFY_DEBUG", None)
+    return env
+
+
+def run_script(path: Path, *args, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(path), *map(str, args)], capture_output=True, text=True, env=_env(), timeout=timeout,
+        cwd=REPO,
+    )
+
+
+def run_main(script: str, *args) -> int:
+    """A script's ``main`` in this process (no interpreter start-up)."""
+    import importlib.util
+
+    name = Path(script).stem
+    if str(EVAL_SCRIPTS) not in sys.path:
+        sys.path.insert(0, str(EVAL_SCRIPTS))
+    spec = importlib.util.spec_from_file_location(f"_fault_{name}", REPO / script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main([str(a) for a in args])
+
+
+def assert_one_line_error(proc_or_err: str, *words: str) -> None:
+    """stderr holds an ``error: ...`` line naming ``words`` and no traceback."""
+    assert "Traceback" not in proc_or_err, proc_or_err
+    lines = [line for line in proc_or_err.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1, proc_or_err
+    for word in words:
+        assert word in lines[0], (word, lines[0])
+
+
+# ---------------------------------------------------------------------------------------------- (1)
+def _old_last_boxed(text: str) -> str | None:
+    """The former rescanning implementation: slow reference for the one-pass version."""
+    import re
+
+    starts = [m.end() for m in re.finditer(r"\\(?:boxed|fbox)\s*\{", text)]
+    for start in reversed(starts):
+        depth, i = 1, start
+        while i < len(text):
+            ch = text[i]
+            if ch == "\\" and i + 1 < len(text) and text[i + 1] in "{}":
+                i += 2
+                continue
+            depth += {"{": 1, "}": -1}.get(ch, 0)
+            if depth == 0:
+                return text[start:i].strip()
+            i += 1
+    return None
+
+
+def _old_juxtaposed(s: str) -> bool:
+    """The former quadratic implementation: slow reference for the linear version."""
+    import re
+
+    from luffy.scoring.math_verify_bounded import _VALUE_CMD_RE, _VALUE_SYMBOL_RE
+
+    def group_start(close: int) -> int:
+        depth = 0
+        for j in range(close, -1, -1):
+            if j > 0 and s[j - 1] == "\\":
+                continue
+            depth += {"}": 1, "{": -1}.get(s[j], 0)
+            if depth == 0:
+                return j
+        return -1
+
+    if _VALUE_SYMBOL_RE.search(s):
+        return True
+    for m in re.finditer(r"(?<!\\)\}(?=\d)", s):
+        i, groups = m.start(), 0
+        while (i := group_start(i)) > 0:
+            groups += 1
+            cmd = _VALUE_CMD_RE.search(s, 0, i)
+            if cmd:
+                if groups >= (2 if cmd.group().endswith(("frac", "binom")) else 1):
+                    return True
+                break
+            if s[i - 1] != "}":
+                break
+            i -= 1
+    return False
+
+
+def test_linear_brace_matching_agrees_with_the_old_rescans_on_random_strings():
+    from luffy.scoring.extract import last_boxed
+    from luffy.scoring.math_verify_bounded import _juxtaposed_number
+
+    rng = random.Random(0)
+    pieces = ["{", "}", "\\{", "\\}", "\\boxed{", "\\fbox {", "1", "x", "^", "\\frac", "\\sqrt", "\\pi", " ", "\\"]
+    for _ in range(3000):
+        s = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 30)))
+        assert last_boxed(s) == _old_last_boxed(s), s
+    # Escaped braces left out here: an escaped ``\\}`` no longer ends a brace group (the old walk-back
+    # could step onto one); everything else must agree.
+    pieces = [p for p in pieces if p not in ("\\{", "\\}")] + ["\\binom", "\\log_", "7"]
+    for _ in range(3000):
+        s = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 30)))
+        assert _juxtaposed_number(s) == _old_juxtaposed(s), s
+
+
+@pytest.mark.parametrize(
+    ("gold", "response"),
+    [
+        ("{}1" * 1333, "so \\boxed{x^{2}1}"),  # 4 kB gold: the former fast path took seconds on 30 kB
+        ("{" * 2000 + "}1" * 1000, "so \\boxed{\\pi1}"),
+        ("5", "\\boxed{" * 2300),  # 16 kB of unterminated boxes: 4.6 s before
+        ("5", "\n" * 16000),  # blank lines: 6.8 s before (a ^\s* regex under MULTILINE)
+        ("5", "The answer is" + "\n" * 16000),
+    ],
+)
+def test_pathological_input_costs_no_more_than_a_linear_scan(gold, response):
+    from luffy.scoring import is_correct
+
+    start = time.perf_counter()
+    assert is_correct("math", response, gold) is False
+    assert time.perf_counter() - start < 2.0  # milliseconds now; seconds (or a hang) before
+
+
+def test_huge_ground_truth_is_refused_at_once_and_counted():
+    from luffy.scoring import get_verifier, is_correct
+
+    stats = get_verifier().stats
+    before = stats["refused"]
+    start = time.perf_counter()
+    assert is_correct("math", "\\boxed{x^{2}1}", "{}1" * 350_000) is False  # 1 MB: hung score.py before
+    assert time.perf_counter() - start < 2.0
+    assert stats["refused"] == before + 1
+
+
+def test_score_script_refuses_a_pathological_ground_truth_with_its_line(tmp_path, capsys):
+    results = tmp_path / "r.jsonl"
+    rows = [{"data_source": "math", "answer": str(i), "responses": [f"\\boxed{{{i}}}"]} for i in range(5)]
+    rows.insert(2, {"data_source": "math", "answer": "{}1" * 350_000, "responses": ["\\boxed{x^{2}1}"]})
+    results.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    start = time.perf_counter()
+    assert run_main("eval_scripts/score.py", results, "--no_progress") == 2
+    assert_one_line_error(capsys.readouterr().err, "r.jsonl:3", "1050000 characters")
+    summary = tmp_path / "s.json"
+    assert run_main("eval_scripts/score.py", results, "--no_progress", "--skip_bad", "--summary_out", summary) == 0
+    out = capsys.readouterr().out
+    assert "lines scored: 5; bad lines skipped: 1" in out  # 6 in = 5 scored + 1 counted
+    assert json.loads(summary.read_text())["all"]["avg@n"] == 1.0
+    assert time.perf_counter() - start < 30
+
+
+def test_trainer_reward_refuses_an_unusable_ground_truth_and_logs_its_row(caplog):
+    from luffy.mix_src.reward import compute_score
+
+    caplog.set_level(logging.WARNING)
+    start = time.perf_counter()
+    for gold in ("{}1" * 350_000, float("nan"), {"a": 1}):
+        out = compute_score("math", "\\boxed{nan}", gold, {"index": 17})
+        assert out == {"score": 0.0, "acc": 0.0, "pred": ""}
+    assert time.perf_counter() - start < 5
+    assert caplog.text.count("row 17: ground truth refused") == 3
+    assert compute_score("math", "\\boxed{4}", 4)["score"] == 1.0  # numbers stay usable
+
+
+# ---------------------------------------------------------------------------------------------- (2)
+def _jsonl_with_bad_lines(path: Path, n_good: int = 47) -> Path:
+    """``n_good`` good raw rows with one non-UTF-8 line and one lone-surrogate line among them."""
+    lines = [json.dumps(good_row(i)).encode() for i in range(n_good)]
+    lines.insert(10, b'{"problem": "caf\xe9 \xff", "answer": "1"}')  # latin-1 bytes: not UTF-8
+    surrogate = dict(good_row(1000), problem="What is \ud800 + 1?")
+    lines.insert(30, json.dumps(surrogate).encode())  # json escapes it as \ud800: decodes to a lone surrogate
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    return path
+
+
+def test_iter_jsonl_reports_each_bad_line_and_reads_the_rest(tmp_path):
+    from luffy.jsonl import iter_jsonl
+
+    path = _jsonl_with_bad_lines(tmp_path / "in.jsonl")
+    out = list(iter_jsonl(path))
+    bad = {line: problem for line, row, problem in out if problem}
+    assert len(out) == 49 and sum(row is not None for _, row, _ in out) == 47
+    assert bad[11].startswith("not valid UTF-8 (byte 0xe9")
+    assert bad[31].startswith("not valid Unicode text") and "\\ud800" in bad[31]
+
+
+def test_prepare_train_loses_only_the_bad_lines(tmp_path):
+    path = _jsonl_with_bad_lines(tmp_path / "in.jsonl")
+    proc = run_script(REPO / "data/prepare_train.py", "--input", path, "--output_dir", tmp_path / "out",
+                      "--no_progress")
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "rows read:            49" in proc.stdout and "kept:                 47" in proc.stdout
+    assert "unreadable_row          2" in proc.stdout
+    assert pq.read_table(tmp_path / "out" / "train.parquet").num_rows == 47
+    skipped = [json.loads(line) for line in (tmp_path / "out" / "skipped.jsonl").read_text().splitlines()]
+    assert [(s["row"], s["reason"]) for s in skipped] == [(10, "unreadable_row"), (30, "unreadable_row")]
+
+
+def test_prepare_eval_and_sft_lose_only_the_bad_lines(tmp_path):
+    path = _jsonl_with_bad_lines(tmp_path / "in.jsonl")
+    assert run_main("data/prepare_eval.py", "--input", path, "--output", tmp_path / "e.parquet",
+                    "--data_source", "math500") == 0
+    assert pq.read_table(tmp_path / "e.parquet").num_rows == 47
+    assert run_main("data/prepare_sft.py", "--input", path, "--output", tmp_path / "s.parquet") == 0
+    assert pq.read_table(tmp_path / "s.parquet").num_rows == 47
+
+
+def test_score_skips_undecodable_lines_and_scores_the_rest(tmp_path, capsys):
+    lines = [json.dumps({"data_source": "math", "answer": str(i), "responses": [f"\\boxed{{{i}}}"]}) for i in range(6)]
+    lines.insert(2, '{"data_source": "math", "answer": "1", "responses": ["\\ud800"]}')
+    data = "\n".join(lines).encode() + b"\n" + b'{"data_source": "m\xff"}\n'
+    (tmp_path / "r.jsonl").write_bytes(data)
+    assert run_main("eval_scripts/score.py", tmp_path / "r.jsonl", "--no_progress") == 2
+    assert_one_line_error(capsys.readouterr().err, "r.jsonl:3", "not valid Unicode text")
+    rescored = tmp_path / "rescored.jsonl"
+    assert run_main("eval_scripts/score.py", tmp_path / "r.jsonl", "--no_progress", "--skip_bad",
+                    "--rescored_out", rescored) == 0
+    assert "lines scored: 6; bad lines skipped: 2" in capsys.readouterr().out
+    assert len(rescored.read_text(encoding="utf-8").splitlines()) == 6
+
+
+# ---------------------------------------------------------------------------------------------- (3)
+BAD_ANSWERS = {"nan": math.nan, "inf": math.inf, "dict": {"a": 1}, "list": [1, 2], "bool": True}
+
+
+def test_unusable_answers_are_skipped_with_a_reason_at_preparation(tmp_path):
+    rows = [good_row(i) for i in range(10)]
+    for i, value in enumerate(BAD_ANSWERS.values()):
+        rows[i]["answer"] = value
+    path = tmp_path / "in.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))  # json writes NaN / Infinity literals
+    proc = run_script(REPO / "data/prepare_train.py", "--input", path, "--output_dir", tmp_path / "out",
+                      "--no_progress")
+    assert proc.returncode == 0, proc.stderr
+    assert "kept:                 5" in proc.stdout and "unusable_answer         5" in proc.stdout
+    truths = {r["reward_model"]["ground_truth"] for r in pq.read_table(tmp_path / "out/train.parquet").to_pylist()}
+    assert truths.isdisjoint({"nan", "inf", "{'a': 1}", "[1, 2]", "True"})
+    details = (tmp_path / "out" / "skipped.jsonl").read_text()
+    assert "non-finite number nan" in details and "is a dict" in details
+
+    assert run_main("data/prepare_eval.py", "--input", path, "--output", tmp_path / "e.parquet",
+                    "--data_source", "math500") == 0
+    assert pq.read_table(tmp_path / "e.parquet").num_rows == 5
+
+
+@pytest.mark.parametrize("name", sorted(BAD_ANSWERS))
+def test_unusable_answers_are_refused_with_the_line_at_scoring(tmp_path, capsys, name):
+    path = tmp_path / "r.jsonl"
+    rows = [{"data_source": "math", "answer": "2", "responses": ["\\boxed{2}"]},
+            {"data_source": "math", "answer": BAD_ANSWERS[name], "responses": ["\\boxed{nan}"]}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert run_main("eval_scripts/score.py", path, "--no_progress") == 2
+    assert_one_line_error(capsys.readouterr().err, "r.jsonl:2", "answer")
+
+
+def test_null_data_source_is_an_error_naming_the_row(tmp_path, capsys):
+    from luffy.evaluation.data import EvalDataError, load_problems
+
+    path = tmp_path / "r.jsonl"
+    path.write_text(json.dumps({"data_source": None, "answer": "2", "responses": ["\\boxed{2}"]}) + "\n")
+    assert run_main("eval_scripts/score.py", path, "--no_progress") == 2
+    assert_one_line_error(capsys.readouterr().err, "r.jsonl:1", "data_source")
+    eval_in = tmp_path / "e.jsonl"
+    eval_in.write_text(json.dumps({"problem": "1+1?", "answer": "2", "data_source": None}) + "\n")
+    with pytest.raises(EvalDataError, match="line 1: 'data_source'"):
+        load_problems(eval_in)
+
+
+# ---------------------------------------------------------------------------------------------- (4)
+def _records(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_resume_plan_refuses_other_settings_or_input_and_never_mixes(tmp_path):
+    from luffy.evaluation.results import ResultsFileError, problem_hash, resume_plan
+
+    settings = {"model_path": "m", "template": "own", "remove_system": False, "n": 4, "temperature": 0.6,
+                "top_p": 0.95, "max_tokens": 64, "seed": 42}
+    problems = {f"math-{i}": problem_hash("math", f"q{i}", str(i)) for i in range(3)}
+    records = [{"id": "math-0", "problem_hash": problems["math-0"], "settings": settings}]
+    assert resume_plan("out.jsonl", records, settings, problems) == {"math-0"}
+    with pytest.raises(ResultsFileError, match=r"n=4 \(now 8\).*new --output_file.*--overwrite"):
+        resume_plan("out.jsonl", records, settings | {"n": 8}, problems)
+    other_input = {"math-0": problem_hash("math", "another question", "0")}
+    with pytest.raises(ResultsFileError, match="another problem under id 'math-0'"):
+        resume_plan("out.jsonl", records, settings, other_input)
+    with pytest.raises(ResultsFileError, match="does not say which settings"):
+        resume_plan("out.jsonl", [{"id": "math-0"}], settings, problems)
+
+
+@pytest.mark.slow
+def test_generation_resume_refuses_another_input_or_n(tmp_path, tiny_model_dir, capsys):
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    # same data_source and row numbers, other questions: ids collide, problem hashes do not
+    a.write_text("".join(json.dumps({"problem": f"What is {i}+{i}?", "answer": str(2 * i), "data_source": "math"})
+                         + "\n" for i in range(2)))
+    b.write_text("".join(json.dumps({"problem": f"What is {i}*{i}?", "answer": str(i * i), "data_source": "math"})
+                         + "\n" for i in range(2)))
+    out = tmp_path / "out.jsonl"
+    base = ["--engine", "hf", "--model_path", tiny_model_dir, "--output_file", out, "--max_tokens", "2",
+            "--no_progress", "--template", "no"]
+    assert run_main("eval_scripts/generate_vllm.py", *base, "--input_file", a) == 0
+    first = out.read_bytes()
+    assert run_main("eval_scripts/generate_vllm.py", *base, "--input_file", b) == 2
+    assert_one_line_error(capsys.readouterr().err, "another problem", "--overwrite")
+    assert run_main("eval_scripts/generate_vllm.py", *base, "--input_file", a, "--n", "2") == 2
+    assert_one_line_error(capsys.readouterr().err, "n=1 (now 2)")
+    assert out.read_bytes() == first  # nothing appended, nothing mixed
+    assert run_main("eval_scripts/generate_vllm.py", *base, "--input_file", b, "--overwrite") == 0
+    assert {r["question"] for r in _records(out)} == {"What is 0*0?", "What is 1*1?"}
+
+
+# ---------------------------------------------------------------------------------------------- (5)
+def _save_step(root: Path, step: int, world_size: int = 1) -> Path:
+    import torch
+
+    step_dir = root / f"global_step_{step}"
+    (step_dir / "actor").mkdir(parents=True)
+    for kind in ("model", "optim", "extra_state"):
+        for rank in range(world_size):
+            shard = step_dir / "actor" / f"{kind}_world_size_{world_size}_rank_{rank}.pt"
+            torch.save({"w": torch.arange(1000.0)}, shard)
+    torch.save({"sampler": step}, step_dir / "data.pt")
+    return step_dir
+
+
+def test_checkpoint_check_accepts_a_complete_step(tmp_path):
+    from luffy.mix_src.checkpoint_check import check_checkpoint_dir
+
+    assert check_checkpoint_dir(tmp_path / "none", 1) is None  # nothing to resume: fresh start
+    _save_step(tmp_path, 2)
+    (tmp_path / "latest_checkpointed_iteration.txt").write_text("2")
+    assert check_checkpoint_dir(tmp_path, 1) == tmp_path / "global_step_2"
+
+
+@pytest.mark.parametrize(
+    ("fault", "message"),
+    [
+        ("missing_step", "global_step_3 does not exist"),
+        ("empty_tracker", "latest_checkpointed_iteration.txt is empty"),
+        ("text_tracker", "holds 'three', not a step number"),
+        ("truncated_shard", "model_world_size_1_rank_0.pt is truncated"),
+        ("empty_shard", "optim_world_size_1_rank_0.pt is empty"),
+        ("no_data_state", "data.pt is missing"),
+        ("other_world_size", "written by another number of ranks"),
+    ],
+)
+def test_checkpoint_faults_name_the_file_and_the_fix(tmp_path, fault, message):
+    from luffy.mix_src.checkpoint_check import CheckpointError, check_checkpoint_dir
+
+    _save_step(tmp_path, 2)
+    step3 = _save_step(tmp_path, 3, world_size=2 if fault == "other_world_size" else 1)
+    tracker = tmp_path / "latest_checkpointed_iteration.txt"
+    tracker.write_text({"empty_tracker": "", "text_tracker": "three"}.get(fault, "3"))
+    if fault == "missing_step":
+        import shutil
+
+        shutil.rmtree(step3)
+    elif fault == "truncated_shard":
+        shard = step3 / "actor" / "model_world_size_1_rank_0.pt"
+        shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
+    elif fault == "empty_shard":
+        (step3 / "actor" / "optim_world_size_1_rank_0.pt").write_bytes(b"")
+    elif fault == "no_data_state":
+        (step3 / "data.pt").unlink()
+    with pytest.raises(CheckpointError) as err:
+        check_checkpoint_dir(tmp_path, 1)
+    assert message in str(err.value)
+    newest = 3 if fault.endswith("_tracker") else 2  # a bad tracker does not spoil the step it should name
+    assert f"write {newest} into" in str(err.value) and "resume_fallback=newest" in str(err.value)
+    # behind the explicit setting: the newest complete step, and the tracker is left as it was
+    before = tracker.read_bytes()
+    assert check_checkpoint_dir(tmp_path, 1, fallback="newest") == tmp_path / f"global_step_{newest}"
+    assert tracker.read_bytes() == before
+
+
+def _compose(*overrides: str):
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(REPO / "luffy/mix_src/config"), version_base=None):
+        return compose(config_name="mix_ppo_trainer", overrides=list(overrides))
+
+
+def test_resume_fallback_points_the_config_at_the_newest_complete_step(tmp_path):
+    from luffy.mix_src.checkpoint_check import CheckpointError, check_resume_checkpoint
+
+    _save_step(tmp_path, 1)
+    (tmp_path / "latest_checkpointed_iteration.txt").write_text("4")
+    cfg = _compose(f"trainer.default_local_dir={tmp_path}", "trainer.n_gpus_per_node=1")
+    with pytest.raises(CheckpointError, match="global_step_4 does not exist"):
+        check_resume_checkpoint(cfg)
+    cfg = _compose(f"trainer.default_local_dir={tmp_path}", "trainer.n_gpus_per_node=1",
+                   "trainer.resume_fallback=newest")
+    check_resume_checkpoint(cfg)
+    assert cfg.trainer.resume_mode == "resume_path"
+    assert cfg.trainer.resume_from_path == str(tmp_path / "global_step_1")
+
+
+def test_entry_point_preflight_stops_on_a_broken_checkpoint(tmp_path, capsys):
+    """``main`` runs this before veRL and Ray; the subprocess test below covers the entry point itself."""
+    from luffy.mix_src.main_mix_ppo import preflight
+
+    (tmp_path / "latest_checkpointed_iteration.txt").write_text("")
+    with pytest.raises(SystemExit) as exit_info:
+        preflight(_compose(f"trainer.default_local_dir={tmp_path}", "trainer.n_gpus_per_node=1"))
+    assert exit_info.value.code == 2
+    assert_one_line_error(capsys.readouterr().err, "latest_checkpointed_iteration.txt is empty", "Fix:")
+
+
+def test_tiny_script_deletes_checkpoints_only_when_fresh():
+    script = (REPO / "exp_scripts/train_tiny_cpu.sh").read_text()
+    guarded = script.split('if [[ "${FRESH}" == 1 ]]; then', 1)
+    assert len(guarded) == 2 and 'rm -rf "${OUT_DIR}/checkpoints"' not in guarded[0]
+    assert guarded[1].splitlines()[1].strip() == 'rm -rf "${OUT_DIR}/checkpoints" "${OUT_DIR}/rollouts"'
+
+
+@pytest.mark.slow
+def test_killed_driver_leaves_no_ray_and_no_checkpoint_is_deleted(tmp_path):
+    """End to end: SIGKILL the training driver once its Ray is up; the script stops that Ray by PID."""
+    import signal
+
+    out = tmp_path / "run"
+    (out / "checkpoints").mkdir(parents=True)
+    keep = out / "checkpoints" / "keep.txt"
+    keep.write_text("an earlier run's file")
+    ray_tmp = f"/tmp/luffy_ray_fault_{os.getpid()}"
+    env = _env() | {"OUT_DIR": str(out), "STEPS": "1", "RESUME": "0", "LUFFY_RAY_TMP": ray_tmp,
+                    "FIGURE": str(tmp_path / "f.png")}
+    env.pop("RAY_ADDRESS", None)
+    script = subprocess.Popen(["bash", str(REPO / "exp_scripts/train_tiny_cpu.sh")], env=env, cwd=REPO,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+    def own(marker: bytes) -> list[int]:
+        """PIDs that inherited this run's LUFFY_RAY_TMP and whose command line holds ``marker``."""
+        pids = []
+        for entry in Path("/proc").iterdir():
+            try:
+                if entry.name.isdigit() and f"LUFFY_RAY_TMP={ray_tmp}".encode() in (entry / "environ").read_bytes():
+                    if marker in (entry / "cmdline").read_bytes() and int(entry.name) != script.pid:
+                        pids.append(int(entry.name))
+            except OSError:
+                pass
+        return pids
+
+    def ray_pids() -> list[int]:
+        return sorted(set(own(b"ray::")) | set(own(b"/ray/")))
+
+    try:
+        # wait for Ray's agents ("ray::DashboardAgent", ...): what a killed driver used to leave behind
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and script.poll() is None and not own(b"ray::"):
+            time.sleep(0.5)
+        assert own(b"ray::"), "Ray did not start"
+        (pid,) = own(b"luffy.mix_src.main_mix_ppo")
+        os.kill(pid, signal.SIGKILL)
+        _, err = script.communicate(timeout=120)
+        assert script.returncode != 0
+        assert "stopping" in err and "Ray process" in err, err[-3000:]
+        time.sleep(1)
+        assert ray_pids() == []
+        assert keep.read_text() == "an earlier run's file"
+    finally:
+        if script.poll() is None:
+            script.kill()
+        for pid in ray_pids():  # only this test's Ray, found by its own temp folder
+            os.kill(pid, signal.SIGKILL)
+
+
+# ---------------------------------------------------------------------------------------------- (6)
+@pytest.mark.parametrize("case", ["output_dir_is_a_file", "empty_parquet", "missing_input"])
+def test_prepare_train_user_mistakes_are_one_line(tmp_path, case):
+    good = tmp_path / "in.jsonl"
+    good.write_text(json.dumps(good_row(1)) + "\n")
+    args = ["--input", good, "--output_dir", tmp_path / "out", "--no_progress"]
+    if case == "output_dir_is_a_file":
+        (tmp_path / "file").write_text("x")
+        args[3], words = tmp_path / "file", ("is an existing file",)
+    elif case == "empty_parquet":
+        (tmp_path / "empty.parquet").write_bytes(b"")
+        args[1], words = tmp_path / "empty.parquet", ("empty.parquet is an empty file",)
+    else:
+        args[1], words = tmp_path / "nope.jsonl", ("nope.jsonl",)
+    proc = run_script(REPO / "data/prepare_train.py", *args)
+    assert proc.returncode == 2
+    assert_one_line_error(proc.stderr, *words)
+    proc = run_script(REPO / "data/prepare_train.py", *args, "--debug")
+    assert proc.returncode != 0 and "Traceback" in proc.stderr  # asked for
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")
+def test_unwritable_output_dir_is_one_line(tmp_path, capsys):
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o555)
+    good = tmp_path / "in.jsonl"
+    good.write_text(json.dumps(good_row(1)) + "\n")
+    assert run_main("data/prepare_train.py", "--input", good, "--output_dir", locked / "o", "--no_progress") == 2
+    assert_one_line_error(capsys.readouterr().err, "Permission denied")
+
+
+def test_other_scripts_turn_user_mistakes_into_one_line(tmp_path, capsys):
+    empty = tmp_path / "empty.parquet"
+    empty.write_bytes(b"")
+    assert run_main("data/prepare_eval.py", "--input", empty, "--output", tmp_path / "e.parquet") == 2
+    assert_one_line_error(capsys.readouterr().err, "empty.parquet is an empty file")
+    assert run_main("data/prepare_sft.py", "--input", empty, "--output", tmp_path / "s.parquet") == 2
+    assert_one_line_error(capsys.readouterr().err, "empty.parquet is an empty file")
+    good = tmp_path / "in.jsonl"
+    good.write_text(json.dumps(good_row(1)) + "\n")
+    assert run_main("data/prepare_eval.py", "--input", good, "--output", tmp_path, "--data_source", "amc") == 2
+    assert_one_line_error(capsys.readouterr().err, "is a folder")
+    assert run_main("data/prepare_sft.py", "--input", good, "--output", tmp_path) == 2
+    assert_one_line_error(capsys.readouterr().err, "is a folder")
+    assert run_main("eval_scripts/generate_vllm.py", "--model_path", tmp_path, "--input_file", empty,
+                    "--output_file", tmp_path / "o.jsonl", "--engine", "hf") == 2
+    assert_one_line_error(capsys.readouterr().err, "empty.parquet is an empty file")
+    assert run_main("exp_scripts/plot_metrics.py", tmp_path / "nope.jsonl") == 2
+    assert_one_line_error(capsys.readouterr().err, "nope.jsonl")
+
+
+@pytest.mark.parametrize(
+    ("override", "words"),
+    [
+        ("actor_rollout_ref.rollout.n=abc", ("rollout.n='abc'", "integer >= 1")),
+        ("actor_rollout_ref.rollout.n=2.5", ("rollout.n=2.5", "integer >= 1")),
+        ("actor_rollout_ref.actor.off_policy_reshape_weight=0", ("off_policy_reshape_weight=0", "> 0")),
+        ("actor_rollout_ref.actor.on_policy_reshape_pow_exp=-5", ("on_policy_reshape_pow_exp=-5", "> 0")),
+        ("actor_rollout_ref.actor.off_policy_reshape=p_div_p_1e-300", ("p_div_p_1e-300", ">= 1e-06")),
+    ],
+)
+def test_config_types_and_ranges_are_refused_with_the_range(override, words):
+    from luffy.mix_src.config_check import check_luffy_config
+
+    with pytest.raises(ValueError) as err:
+        check_luffy_config(_compose(override))
+    assert all(w in str(err.value) for w in words), str(err.value)
+
+
+def test_config_type_error_is_one_line_from_the_entry_point(tmp_path):
+    """Exit 2 and one line before Ray starts, even with HYDRA_FULL_ERROR=1 (the tiny scripts set it)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "luffy.mix_src.main_mix_ppo", "actor_rollout_ref.rollout.n=abc"],
+        capture_output=True, text=True, env=_env() | {"HYDRA_FULL_ERROR": "1"}, timeout=300, cwd=tmp_path,
+    )
+    assert proc.returncode == 2
+    assert_one_line_error(proc.stderr, "actor_rollout_ref.rollout.n='abc' must be an integer >= 1")
+    assert "ray init" not in proc.stdout + proc.stderr
+
+
+# ---------------------------------------------------------------------------------------------- (7)
+def test_huge_trace_is_measured_on_a_bounded_head(tiny_tokenizer):  # noqa: F811
+    from collections import Counter
+
+    from luffy.data.filters import head_of, token_budget_filter
+    from luffy.data.normalize import Candidate
+
+    budget = 64
+    words = [f"w{i % 97}x" for i in range(200_000)]
+    huge = " ".join(words)  # ~1 MB
+    from luffy.mix_src.target_tokens import plain_backend
+
+    backend = plain_backend(tiny_tokenizer)
+    assert backend is not None
+    head = head_of(huge, budget)
+    assert head is not None and len(head) <= max(16 * budget, 4096) + 4096 and huge.startswith(head)
+    # the head's tokens are a prefix of the whole text's tokens (the cut is at a word boundary)
+    full = backend.encode(huge[: 3 * len(head)], add_special_tokens=False).ids
+    head_ids = backend.encode(head, add_special_tokens=False).ids
+    assert full[: len(head_ids)] == head_ids
+
+    def cands():
+        return [Candidate(row=0, problem="p", answer="1", traces=[huge], prompt=[], data_source="x"),
+                Candidate(row=1, problem="q", answer="1", traces=["short trace"], prompt=[], data_source="x")]
+
+    stats = Counter()
+    kept, skips = token_budget_filter(cands(), tiny_tokenizer, budget, "drop", progress=False, stats=stats)
+    assert [c.row for c in kept] == [1] and skips[0].reason == "trace_over_token_budget"
+    assert "counted on its head" in skips[0].detail and stats["traces_head_only"] == 1
+    kept, _ = token_budget_filter(cands(), tiny_tokenizer, budget, "truncate", progress=False)
+    cut = kept[0].traces[0]
+    offsets = backend.encode(huge[: 2 * len(head)], add_special_tokens=False).offsets
+    assert cut == huge[: offsets[budget - 2][1]]  # the same cut as full tokenisation gives
