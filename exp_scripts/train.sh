@@ -11,7 +11,7 @@
 #               (`ray start --head` here, `ray start --address=<head>:6379` elsewhere) and run this on
 #               the head node with RAY_ADDRESS=auto
 #   LOGGER      hydra list of veRL tracking backends; default '[console,file]' (metrics JSONL under
-#               CKPT_DIR, one file per launch), plus wandb when a wandb key is configured
+#               CKPT_DIR, one file per launch, or VERL_FILE_LOGGER_PATH), plus wandb when a wandb key is configured
 #               (WANDB_API_KEY or `wandb login`); LOGGER='[console,wandb]' asks for it explicitly
 #   PYTHON      interpreter running the trainer (the CPU rehearsal, exp_scripts/rehearse_cpu.py, puts
 #               its own here to swap the GPU-only settings)
@@ -39,9 +39,10 @@ if [[ -z "${LOGGER:-}" ]]; then
     LOGGER='[console,file,wandb]'
   fi
 fi
-# veRL's file backend writes here (its default would be ./<project>/, inside this repository)
+# veRL's file backend writes here (its default would be ./<project>/, inside this repository); the path
+# reaches the trainer through Ray's runtime_env, so it holds on a cluster started with `ray start` too
 mkdir -p "${CKPT_DIR}"
-export VERL_FILE_LOGGER_PATH="${VERL_FILE_LOGGER_PATH:-${CKPT_DIR}/metrics_$(date +%Y%m%d_%H%M%S).jsonl}"
+METRICS_FILE="${VERL_FILE_LOGGER_PATH:-$(cd "${CKPT_DIR}" && pwd)/metrics_$(date +%Y%m%d_%H%M%S).jsonl}"
 
 N="${N:-8}"                                   # samples per prompt
 N_PREFIX="${N_PREFIX:-1}"                     # of which off-policy targets (0 = on-policy GRPO)
@@ -102,6 +103,7 @@ TEST_FREQ="${TEST_FREQ:-10}"
   algorithm.grpo_use_std="${GRPO_USE_STD}" \
   algorithm.use_kl_in_reward=false \
   trainer.logger="${LOGGER}" \
+  +ray_kwargs.ray_init.runtime_env.env_vars.VERL_FILE_LOGGER_PATH="${METRICS_FILE}" \
   trainer.project_name="${PROJECT}" \
   trainer.experiment_name="${EXPERIMENT}" \
   trainer.default_local_dir="${CKPT_DIR}" \

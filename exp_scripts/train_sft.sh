@@ -24,7 +24,7 @@ if [[ -z "${LOGGER:-}" ]]; then
   fi
 fi
 mkdir -p "${CKPT_DIR}"
-export VERL_FILE_LOGGER_PATH="${VERL_FILE_LOGGER_PATH:-${CKPT_DIR}/metrics_$(date +%Y%m%d_%H%M%S).jsonl}"
+export VERL_FILE_LOGGER_PATH="${VERL_FILE_LOGGER_PATH:-$(cd "${CKPT_DIR}" && pwd)/metrics_$(date +%Y%m%d_%H%M%S).jsonl}"
 TORCHRUN="${TORCHRUN:-torchrun}"
 LR="${LR:-5e-5}"
 TRAIN_BATCH="${TRAIN_BATCH:-64}"              # sequences per optimizer step
