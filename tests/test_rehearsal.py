@@ -223,8 +223,10 @@ class LoopbackRayCluster:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-        shutil.rmtree(self.temp_dir, ignore_errors=True)
         return left
+
+    def remove_temp_dir(self) -> None:
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
 
 
 @pytest.mark.slow
@@ -252,6 +254,7 @@ def test_on_policy_recipe_on_two_nodes(tmp_path):
     assert m["luffy/off_policy_sample_share"] == 0  # N_PREFIX=0: plain GRPO
     assert math.isfinite(m["actor/pg_loss"]) and math.isfinite(m["actor/grad_norm"])
     assert leftovers == [], f"Ray processes left behind: {leftovers}"
+    cluster.remove_temp_dir()  # kept (with Ray's logs) when the test failed
 
 
 def test_sft_recipe_composes_in_verls_sft_config_and_reads_prepare_sft_output(tmp_path):
