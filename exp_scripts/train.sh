@@ -10,7 +10,14 @@
 #   N_GPUS, NNODES  GPUs per node and nodes; for NNODES > 1 start Ray on every node first
 #               (`ray start --head` here, `ray start --address=<head>:6379` elsewhere) and run this on
 #               the head node with RAY_ADDRESS=auto
-#   LOGGER      hydra list of veRL tracking backends, e.g. '[console,wandb]'
+#   LOGGER      hydra list of veRL tracking backends; default '[console,file]' (metrics JSONL under
+#               CKPT_DIR, one file per launch, or VERL_FILE_LOGGER_PATH), plus wandb when a wandb key is configured
+#               (WANDB_API_KEY or `wandb login`); LOGGER='[console,wandb]' asks for it explicitly
+#   PYTHON      interpreter running the trainer (the CPU rehearsal, exp_scripts/rehearse_cpu.py, puts
+#               its own here to swap the GPU-only settings)
+# Before Ray starts the trainer refuses a model context shorter than PROMPT_LEN + RESPONSE_LEN, wandb
+# without credentials and a training file without targets, and uses sdpa attention when flash-attn is
+# not installed (it says so).
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -23,10 +30,19 @@ TRAIN_FILE="${TRAIN_FILE:-${DATA_DIR}/train.parquet}"
 VAL_FILE="${VAL_FILE:-data/eval/valid.all.parquet}"
 N_GPUS="${N_GPUS:-8}"
 NNODES="${NNODES:-1}"
-LOGGER="${LOGGER:-[console,wandb]}"
 PROJECT="${PROJECT:-luffy}"
 EXPERIMENT="${EXPERIMENT:-luffy_qwen2.5_math_7b}"
 CKPT_DIR="${CKPT_DIR:-checkpoints/${PROJECT}/${EXPERIMENT}}"
+if [[ -z "${LOGGER:-}" ]]; then
+  LOGGER='[console,file]'
+  if [[ -n "${WANDB_API_KEY:-}" ]] || grep -qs 'api\.wandb\.ai' "${NETRC:-${HOME}/.netrc}"; then
+    LOGGER='[console,file,wandb]'
+  fi
+fi
+# veRL's file backend writes here (its default would be ./<project>/, inside this repository); the path
+# reaches the trainer through Ray's runtime_env, so it holds on a cluster started with `ray start` too
+mkdir -p "${CKPT_DIR}"
+METRICS_FILE="${VERL_FILE_LOGGER_PATH:-$(cd "${CKPT_DIR}" && pwd)/metrics_$(date +%Y%m%d_%H%M%S).jsonl}"
 
 N="${N:-8}"                                   # samples per prompt
 N_PREFIX="${N_PREFIX:-1}"                     # of which off-policy targets (0 = on-policy GRPO)
@@ -87,6 +103,7 @@ TEST_FREQ="${TEST_FREQ:-10}"
   algorithm.grpo_use_std="${GRPO_USE_STD}" \
   algorithm.use_kl_in_reward=false \
   trainer.logger="${LOGGER}" \
+  +ray_kwargs.ray_init.runtime_env.env_vars.VERL_FILE_LOGGER_PATH="${METRICS_FILE}" \
   trainer.project_name="${PROJECT}" \
   trainer.experiment_name="${EXPERIMENT}" \
   trainer.default_local_dir="${CKPT_DIR}" \

@@ -3,7 +3,8 @@
 # Data: python data/prepare_sft.py --input data/openr1/train.parquet --output data/openr1/sft_train.parquet
 #   exp_scripts/train_sft.sh [extra hydra overrides of verl/trainer/config/sft_trainer_engine.yaml]
 # Environment: MODEL_PATH, DATA_DIR (reads $DATA_DIR/sft_train.parquet), N_GPUS, NNODES, NODE_RANK,
-# MASTER_ADDR, LOGGER, LR, EPOCHS, ...
+# MASTER_ADDR, LOGGER (default '[console,file]', wandb added when a wandb key is configured), LR,
+# EPOCHS, ..., TORCHRUN (the launcher; the CPU rehearsal puts its own here)
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -13,9 +14,18 @@ DATA_DIR="${DATA_DIR:-data/openr1}"
 TRAIN_FILE="${TRAIN_FILE:-${DATA_DIR}/sft_train.parquet}"
 N_GPUS="${N_GPUS:-8}"
 NNODES="${NNODES:-1}"
-LOGGER="${LOGGER:-[console,wandb]}"
 PROJECT="${PROJECT:-luffy}"
 EXPERIMENT="${EXPERIMENT:-sft_qwen2.5_math_7b}"
+CKPT_DIR="${CKPT_DIR:-checkpoints/${PROJECT}/${EXPERIMENT}}"
+if [[ -z "${LOGGER:-}" ]]; then
+  LOGGER='[console,file]'
+  if [[ -n "${WANDB_API_KEY:-}" ]] || grep -qs 'api\.wandb\.ai' "${NETRC:-${HOME}/.netrc}"; then
+    LOGGER='[console,file,wandb]'
+  fi
+fi
+mkdir -p "${CKPT_DIR}"
+export VERL_FILE_LOGGER_PATH="${VERL_FILE_LOGGER_PATH:-$(cd "${CKPT_DIR}" && pwd)/metrics_$(date +%Y%m%d_%H%M%S).jsonl}"
+TORCHRUN="${TORCHRUN:-torchrun}"
 LR="${LR:-5e-5}"
 TRAIN_BATCH="${TRAIN_BATCH:-64}"              # sequences per optimizer step
 MAX_LENGTH="${MAX_LENGTH:-16384}"             # prompt + trace tokens
@@ -23,7 +33,7 @@ TOKENS_PER_GPU="${TOKENS_PER_GPU:-32768}"
 EPOCHS="${EPOCHS:-3}"
 
 # NNODES > 1: run this on every node with NODE_RANK and MASTER_ADDR (the rank-0 node) set
-torchrun --nnodes="${NNODES}" --nproc_per_node="${N_GPUS}" --node_rank="${NODE_RANK:-0}" \
+"${TORCHRUN}" --nnodes="${NNODES}" --nproc_per_node="${N_GPUS}" --node_rank="${NODE_RANK:-0}" \
   --master_addr="${MASTER_ADDR:-127.0.0.1}" --master_port="${MASTER_PORT:-29500}" -m verl.trainer.sft_trainer \
   data.train_files="${TRAIN_FILE}" \
   data.messages_key=messages \
@@ -39,6 +49,7 @@ torchrun --nnodes="${NNODES}" --nproc_per_node="${N_GPUS}" --node_rank="${NODE_R
   trainer.logger="${LOGGER}" \
   trainer.project_name="${PROJECT}" \
   trainer.experiment_name="${EXPERIMENT}" \
+  trainer.default_local_dir="${CKPT_DIR}" \
   trainer.n_gpus_per_node="${N_GPUS}" \
   trainer.nnodes="${NNODES}" \
   trainer.total_epochs="${EPOCHS}" \

@@ -89,3 +89,41 @@ def test_find_bad_targets_on_other_column_types() -> None:
     assert [row for row, _ in find_bad_targets(table)] == [1, 2]
     with pytest.raises(LuffyDataError, match="no 'target' column"):
         find_bad_targets(pa.table({"x": [1]}))
+
+
+@pytest.fixture(scope="module")
+def eval_parquet(tmp_path_factory) -> Path:
+    """An evaluation parquet from data/prepare_eval.py (no ``target`` column, like every benchmark file)."""
+    import subprocess
+    import sys
+
+    out = tmp_path_factory.mktemp("eval") / "valid.parquet"
+    repo = Path(__file__).resolve().parents[1]
+    subprocess.run(
+        [sys.executable, str(repo / "data" / "prepare_eval.py"), "--input", str(repo / "data/sample/eval_sample.jsonl"),
+         "--output", str(out)],
+        check=True, capture_output=True,
+    )
+    assert "target" not in pq.read_schema(out).names
+    return out
+
+
+def test_eval_parquet_loads_as_validation_set_through_verl(
+    prepared: Path, eval_parquet: Path, tiny_tokenizer, tmp_path: Path
+) -> None:
+    from verl.trainer.ppo.utils import create_rl_dataset
+
+    config = _config(tmp_path, train_files=str(prepared), val_files=[str(eval_parquet)])
+    train = create_rl_dataset(config.train_files, config, tiny_tokenizer, None, is_train=True)
+    val = create_rl_dataset(config.val_files, config, tiny_tokenizer, None, is_train=False)
+    assert isinstance(val, LuffyRLHFDataset) and val.is_validation and not train.is_validation
+    assert len(val) == pq.read_metadata(eval_parquet).num_rows
+    assert "target" not in val[0] and val[0]["data_source"]
+    assert isinstance(train[0]["target"], list)
+
+
+def test_training_file_without_target_still_fails(eval_parquet: Path, tiny_tokenizer, tmp_path: Path) -> None:
+    # the same evaluation file given as training data (also when it doubles as validation data)
+    config = _config(tmp_path, train_files=str(eval_parquet), val_files=str(eval_parquet))
+    with pytest.raises(LuffyDataError, match=r"no 'target' column .*prepare_train\.py"):
+        LuffyRLHFDataset(str(eval_parquet), tiny_tokenizer, config)

@@ -10,7 +10,6 @@ clears it. ``CpuActorRolloutRefWorker`` is veRL's ``ActorRolloutRefWorker`` doin
 
 from __future__ import annotations
 
-import logging
 import os
 from datetime import timedelta
 
@@ -18,8 +17,6 @@ import torch.distributed as dist
 from verl.workers.engine_workers import ActorRolloutRefWorker
 
 from luffy.cpu.names import PLATFORM_NAME
-
-logger = logging.getLogger(__name__)
 
 
 def cpu_platform_selected() -> bool:
@@ -46,7 +43,11 @@ def prepare_cpu_process_group() -> None:
         timeout=timedelta(hours=10),
         init_method=os.environ.get("DIST_INIT_METHOD"),
     )
-    logger.info("started gloo process group: rank %d of %d", rank, world_size)
+    # one line per rank naming its Ray node: the multi-node rehearsal reads where ranks were placed
+    import ray
+
+    node = ray.get_runtime_context().get_node_id() if ray.is_initialized() else "-"
+    print(f"[luffy] gloo rank {rank} of {world_size} on ray node {node}", flush=True)
 
 
 class CpuActorRolloutRefWorker(ActorRolloutRefWorker):

@@ -14,6 +14,10 @@ with a missing or empty target would only fail deep inside a rollout. This subcl
 - normalises each item's ``target`` to ``list[dict]`` = ``[{"content": str, "role": "assistant"}, ...]``
   (``datasets`` yields a list-of-struct column as a python list of dicts; the normalisation also
   accepts numpy object arrays, tuples, a bare string or a single dict, as other loaders produce);
+- loads an evaluation file as the *validation* set without any ``target`` column: veRL builds the
+  validation set with the same class (``create_rl_dataset(..., is_train=False)`` does not pass
+  ``is_train`` on), so the set is recognised by its files being ``data.val_files`` and not
+  ``data.train_files``; its rows carry no ``target`` (validation never injects one);
 - otherwise defers to veRL: prompt key, ``max_prompt_length``, ``filter_overlong_prompts``,
   ``truncation``, chat-template kwargs all behave as in ``RLHFDataset``.
 
@@ -41,6 +45,25 @@ from luffy.data.errors import LuffyDataError
 from luffy.data.schema import normalize_target
 
 logger = logging.getLogger(__name__)
+
+
+def _file_list(files: Any) -> list[str]:
+    if files is None:
+        return []
+    return [str(files)] if isinstance(files, str) else [str(f) for f in files]
+
+
+def is_validation_files(data_files: Any, config: Any) -> bool:
+    """True when ``data_files`` are ``config.val_files`` and not also ``config.train_files``.
+
+    veRL 0.9.1 builds both sets with ``dataset_cls(data_files=..., config=config.data)``, the
+    validation one from ``data.val_files``; a run that validates on its training file is a training
+    set here (its targets are checked).
+    """
+    files = _file_list(data_files)
+    return bool(files) and files == _file_list(config.get("val_files")) and files != _file_list(
+        config.get("train_files")
+    )
 
 
 def _as_list_column(column: pa.ChunkedArray) -> pa.Array:
@@ -89,12 +112,22 @@ def find_bad_targets(table: pa.Table, key: str = "target") -> list[tuple[int, st
     return sorted(bad.items())
 
 
+def bad_targets_message(files: str, bad: list[tuple[int, str]]) -> str:
+    """The one-line error for training files with unusable targets (``bad`` from :func:`find_bad_targets`)."""
+    row, reason = bad[0]
+    return (
+        f"row {row} of {files}: {reason} ({len(bad)} bad row(s) in all); every training row needs at least "
+        "one off-policy trace: re-run data/prepare_train.py, or set data.target_validation=skip to drop such rows"
+    )
+
+
 class LuffyRLHFDataset(RLHFDataset):
     """``RLHFDataset`` that validates and normalises the off-policy ``target`` column.
 
     Config keys (besides veRL's ``data.*``): ``target_key`` (default ``"target"``) and
     ``target_validation`` (``"error"``, default, or ``"skip"``). ``__getitem__`` returns veRL's
-    row dict with ``row[target_key]`` as ``list[{"content": str, "role": "assistant"}]``.
+    row dict with ``row[target_key]`` as ``list[{"content": str, "role": "assistant"}]``; a
+    validation set (:func:`is_validation_files`) returns rows without ``target_key``.
     """
 
     def __init__(self, data_files: Any, tokenizer: Any, config: Any, processor: Any = None, max_samples: int = -1):
@@ -105,6 +138,7 @@ class LuffyRLHFDataset(RLHFDataset):
                 f"data.target_validation must be 'error' or 'skip', got {self.target_validation!r}"
             )
         self.skipped_target_rows: list[tuple[int, str]] = []
+        self.is_validation = is_validation_files(data_files, config)
         super().__init__(data_files, tokenizer, config, processor=processor, max_samples=max_samples)
 
     def maybe_filter_out_long_prompts(self, dataframe: Any = None) -> Any:
@@ -113,17 +147,15 @@ class LuffyRLHFDataset(RLHFDataset):
         return super().maybe_filter_out_long_prompts(dataframe)
 
     def _validate_targets(self, dataframe: Any) -> Any:
+        if self.is_validation:
+            logger.info("validation set %s: targets not checked and not passed on", self.data_files)
+            return dataframe
         bad = find_bad_targets(dataframe.data.table, self.target_key)
         if not bad:
             return dataframe
         files = ", ".join(str(f) for f in self.data_files)
         if self.target_validation == "error":
-            row, reason = bad[0]
-            raise LuffyDataError(
-                f"row {row} of {files}: {reason} ({len(bad)} bad row(s) in all); every training row "
-                "needs at least one off-policy trace: re-run data/prepare_train.py, or set "
-                "data.target_validation=skip to drop such rows"
-            )
+            raise LuffyDataError(bad_targets_message(files, bad))
         self.skipped_target_rows = bad
         shown = ", ".join(f"{row} ({reason})" for row, reason in bad[:10])
         logger.warning("dropping %d row(s) with unusable '%s' from %s: %s", len(bad), self.target_key, files, shown)
@@ -132,6 +164,9 @@ class LuffyRLHFDataset(RLHFDataset):
 
     def __getitem__(self, item: int) -> dict:
         row = super().__getitem__(item)
+        if self.is_validation:
+            row.pop(self.target_key, None)
+            return row
         try:
             row[self.target_key] = normalize_target(row.get(self.target_key))
         except LuffyDataError as err:

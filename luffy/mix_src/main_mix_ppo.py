@@ -2,9 +2,10 @@
 
 Differs from veRL's ``verl.trainer.main_ppo`` in what it hands to ``run_ppo``: LUFFY's original key names
 on the command line are translated first (:mod:`luffy.mix_src.original_keys`), the config is
-``config/mix_ppo_trainer.yaml`` (veRL's ``ppo_trainer`` plus LUFFY's keys), LUFFY's keys are checked
-(before veRL is even imported, so a bad value fails in seconds), then the checkpoint it would
-resume from (``checkpoint_check.py``); either failure is one ``error: ...`` line and exit status 2
+``config/mix_ppo_trainer.yaml`` (veRL's ``ppo_trainer`` plus LUFFY's keys), and before veRL is even
+imported (so a bad value fails in seconds) LUFFY's keys are checked, then the checkpoint it would resume
+from (``checkpoint_check.py``) and the run's inputs (``preflight.py``: model context, logger credentials,
+training targets, attention implementation). Any failure is one ``error: ...`` line and exit status 2
 (``LUFFY_DEBUG=1`` shows the traceback). The task runner is veRL's V1 runner building ``MIXRayPPOTrainer``.
 """
 
@@ -16,31 +17,36 @@ import hydra
 from omegaconf import DictConfig
 
 from luffy.cli import EXIT_USER_ERROR, debug_requested
+from luffy.mix_src import preflight as run_inputs
 from luffy.mix_src.checkpoint_check import check_resume_checkpoint
 from luffy.mix_src.config_check import check_luffy_config
 from luffy.mix_src.original_keys import translate_overrides
 
 
-def _refuse(err: ValueError) -> None:
-    """Exit with one ``error:`` line and status 2 (the traceback only with ``LUFFY_DEBUG=1``)."""
+def _refuse(what: str, err: ValueError) -> None:
+    """Exit with one ``error: <what>: ...`` line and status 2 (the traceback only with ``LUFFY_DEBUG=1``)."""
     if debug_requested([]):
         raise err
-    print(f"error: invalid LUFFY run: {err}", file=sys.stderr)
+    print(f"error: {what}: {err}", file=sys.stderr)
     raise SystemExit(EXIT_USER_ERROR) from None
 
 
 def preflight(config: DictConfig) -> None:
-    """LUFFY's key checks and the resume checkpoint check; a failure exits with one line and status 2."""
+    """Every check made before Ray starts: LUFFY's keys, the checkpoint to resume from, the run's inputs."""
     try:
         check_luffy_config(config)
-        check_resume_checkpoint(config)
     except ValueError as err:
-        _refuse(err)
+        _refuse("invalid LUFFY run", err)
+    try:
+        check_resume_checkpoint(config)
+        run_inputs.preflight(config)
+    except ValueError as err:
+        _refuse("LUFFY cannot start", err)
 
 
 @hydra.main(config_path="config", config_name="mix_ppo_trainer", version_base=None)
 def main(config: DictConfig) -> None:
-    """Check LUFFY's keys and the checkpoint to resume from, then run veRL's V1 PPO loop."""
+    """Check LUFFY's keys, the checkpoint and the inputs, then run veRL's V1 PPO loop."""
     preflight(config)
 
     from verl.trainer.main_ppo import run_ppo
@@ -64,7 +70,7 @@ def cli() -> None:
     try:
         sys.argv[1:] = translate_overrides(sys.argv[1:])
     except ValueError as err:
-        _refuse(err)
+        _refuse("invalid LUFFY run", err)
     main()
 
 

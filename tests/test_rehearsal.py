@@ -1,0 +1,300 @@
+"""CPU rehearsals of the GPU recipes (exp_scripts/rehearse_cpu.py), run through the recipe scripts themselves.
+
+- ``train.sh``: 2 steps with the recipe's dynamic batch size, remove-padding and checkpointing, the
+  flash-attn -> sdpa fallback, validation (before training and at the end) on a ``prepare_eval.py``
+  parquet with per-``data_source`` metrics, no wandb configured;
+- ``train_on_policy.sh`` with ``NNODES=2`` on a two-node Ray cluster on the loopback address that this
+  test starts (its own temp dir and ports) and stops: 1 step, no targets, no validation, ranks on both
+  nodes, no Ray process left (one run covers both, to keep CI short).
+
+The swap logic itself (what is replaced, what is refused) is checked without training.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = REPO_ROOT / "exp_scripts" / "rehearse_cpu.py"
+
+
+def _module():
+    spec = importlib.util.spec_from_file_location("rehearse_cpu", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+rehearse = _module()
+
+
+def _recipe_overrides(script: str, tmp_path: Path, **env) -> list[str]:
+    """The recipe's own override list, recorded by a PYTHON that only writes its argv."""
+    record = tmp_path / "argv.txt"
+    fake = tmp_path / "record_python"
+    fake.write_text(f"#!/bin/sh\nprintf '%s\\n' \"$@\" > {record}\n")
+    fake.chmod(0o755)
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("WANDB")}
+    clean.update(PYTHON=str(fake), HOME=str(tmp_path), CKPT_DIR=str(tmp_path / "ckpt"), **env)
+    subprocess.run(["bash", str(REPO_ROOT / "exp_scripts" / script)], env=clean, check=True, cwd=REPO_ROOT)
+    argv = record.read_text().splitlines()
+    assert argv[:2] == ["-m", rehearse.TRAINER_MODULE]
+    return argv[2:]
+
+
+def test_swaps_replace_only_listed_keys_of_the_recipe(tmp_path):
+    recipe = _recipe_overrides("train.sh", tmp_path)
+    swapped, rows = rehearse.swap_overrides(recipe, {"model": "/m", "steps": "2"}, local_ray=True)
+    before, after = dict(a.split("=", 1) for a in recipe), dict(a.split("=", 1) for a in swapped)
+    changed = {k for k in before if before[k] != after[k]}
+    assert changed == set(rehearse.SWAPS) - {k for k, v in rehearse.SWAPS.items() if before[k] == v}
+    assert after["actor_rollout_ref.rollout.name"] == "hf_cpu" and before["actor_rollout_ref.rollout.name"] == "vllm"
+    assert after["actor_rollout_ref.actor.use_dynamic_bsz"] == "true"  # the recipe's, untouched
+    assert set(after) - set(before) == set(rehearse.ADDITIONS) | set(rehearse.LOCAL_RAY)
+    assert len(rows) == len(rehearse.SWAPS) + len(rehearse.ADDITIONS) + len(rehearse.LOCAL_RAY)
+    # safe defaults of the recipe itself: no wandb without a key, metrics file under CKPT_DIR
+    assert before["trainer.logger"] == "[console,file]"
+    metrics_file = before["+ray_kwargs.ray_init.runtime_env.env_vars.VERL_FILE_LOGGER_PATH"]
+    assert metrics_file.startswith(str(tmp_path / "ckpt") + "/metrics_") and metrics_file.endswith(".jsonl")
+    recipe_key = _recipe_overrides("train.sh", tmp_path, WANDB_API_KEY="k" * 40)
+    assert dict(a.split("=", 1) for a in recipe_key)["trainer.logger"] == "[console,file,wandb]"
+
+
+def test_swaps_refuse_a_drifted_recipe():
+    with pytest.raises(ValueError, match="no longer sets"):
+        rehearse.swap_overrides(["data.train_batch_size=128"], {"model": "m", "steps": "1"}, local_ray=True)
+    recipe = [f"{k}=x" for k in rehearse.SWAPS] + ["trainer.device=cuda"]
+    with pytest.raises(ValueError, match="now sets"):
+        rehearse.swap_overrides(recipe, {"model": "m", "steps": "1"}, local_ray=True)
+
+
+def _run(tmp_path: Path, *args: str, env: dict | None = None, timeout: int = 900) -> tuple[Path, str]:
+    out = tmp_path / "run"
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("WANDB", "RAY_ADDRESS"))}
+    clean.update(HOME=str(tmp_path), **(env or {}))
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--out", str(out), *args],
+        cwd=REPO_ROOT, env=clean, capture_output=True, text=True, timeout=timeout,
+    )
+    log = proc.stdout + proc.stderr
+    (tmp_path / "rehearsal.log").write_text(log)
+    assert proc.returncode == 0, log[-6000:]
+    return out, log
+
+
+def _metrics(out: Path) -> dict[int, dict]:
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    merged: dict[int, dict] = {}
+    for row in rows:
+        merged.setdefault(row["step"], {}).update(row["data"])
+    return merged
+
+
+def _eval_sources() -> set[str]:
+    rows = (REPO_ROOT / "data" / "sample" / "eval_sample.jsonl").read_text().splitlines()
+    return {json.loads(r)["data_source"] for r in rows if r.strip()}
+
+
+@pytest.mark.slow
+def test_train_sh_rehearsal_two_steps_dynamic_bsz_and_eval_validation(tmp_path):
+    out, log = _run(tmp_path, "--script", "train.sh", "--steps", "2")
+    assert "CPU rehearsal: settings swapped" in log and "hf_cpu" in log
+    assert "[luffy] flash-attn is not installed: the actor uses attn_implementation=sdpa" in log
+    recorded = dict(a.split("=", 1) for a in (out / "recipe_overrides.txt").read_text().splitlines())
+    assert recorded["actor_rollout_ref.actor.use_dynamic_bsz"] == "true"
+    assert recorded["data.val_files"].endswith("valid.eval.parquet")
+    metrics = _metrics(out)
+    train_steps = [s for s, m in metrics.items() if "actor/pg_loss" in m]
+    assert train_steps == [1, 2]
+    for step in train_steps:
+        m = metrics[step]
+        assert math.isfinite(m["actor/pg_loss"]) and math.isfinite(m["actor/grad_norm"])
+        assert m["luffy/off_policy_sample_share"] == pytest.approx(1 / 8)  # recipe: n_prefix 1 of n 8
+        # remove-padding with sdpa: the actor's log-probs agree with the rollout server's
+        assert m["training/rollout_probs_diff_max"] < 0.05
+    val_keys = {k for m in metrics.values() for k in m if k.startswith("val-core/")}
+    sources = {k.split("/")[1] for k in val_keys}
+    assert sources == _eval_sources(), sorted(val_keys)
+    assert 0 in metrics and any(k.startswith("val-core/") for k in metrics[0])  # val_before_train
+
+
+def _free_ports(count: int) -> list[int]:
+    socks = [socket.socket() for _ in range(count)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            try:
+                if text.encode() in (entry / "cmdline").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+class LoopbackRayCluster:
+    """Two ``ray start --block`` nodes on 127.0.0.1 with this test's temp dir and free ports.
+
+    Nothing here touches another Ray instance: no default ports, no ``/tmp/ray``, stop by own PIDs.
+    """
+
+    def __init__(self, env: dict[str, str]):
+        self.temp_dir = tempfile.mkdtemp(prefix="lr9_", dir="/tmp")  # short: Ray's socket paths
+        self.env = env
+        self.procs: list[subprocess.Popen] = []
+        self.gcs_port = _free_ports(1)[0]
+        self.address = f"127.0.0.1:{self.gcs_port}"
+
+    def _start(self, head: bool) -> None:
+        ports = _free_ports(7)
+        worker_base = 40000 + (ports[0] % 2000) * 10
+        args = [
+            str(Path(sys.executable).parent / "ray"), "start", "--block", "--disable-usage-stats",
+            "--node-ip-address=127.0.0.1", f"--temp-dir={self.temp_dir}",
+            "--num-cpus=12", "--num-gpus=1", "--object-store-memory=200000000",
+            f"--node-manager-port={ports[0]}", f"--object-manager-port={ports[1]}",
+            f"--dashboard-agent-listen-port={ports[2]}", f"--dashboard-agent-grpc-port={ports[3]}",
+            f"--runtime-env-agent-port={ports[4]}", f"--metrics-export-port={ports[5]}",
+            f"--min-worker-port={worker_base}", f"--max-worker-port={worker_base + 9}",
+        ]
+        if head:
+            args += ["--head", f"--port={self.gcs_port}", "--include-dashboard=false",
+                     f"--ray-client-server-port={ports[6]}"]
+        else:
+            args += [f"--address={self.address}"]
+        log = open(Path(self.temp_dir) / f"{'head' if head else 'worker'}.log", "w")  # noqa: SIM115
+        self.procs.append(subprocess.Popen(args, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                           start_new_session=True))
+
+    def node_ids(self, expected: int, timeout: float = 120) -> list[str]:
+        code = ("import ray, sys; ray.init(address=sys.argv[1], logging_level='ERROR');"
+                "print(' '.join(n['NodeID'] for n in ray.nodes() if n['Alive']))")
+        deadline = time.monotonic() + timeout
+        while True:
+            proc = subprocess.run([sys.executable, "-c", code, self.address], env=self.env,
+                                  capture_output=True, text=True, timeout=timeout)
+            ids = proc.stdout.split() if proc.returncode == 0 else []
+            if len(ids) == expected or time.monotonic() > deadline:
+                return ids
+            time.sleep(2)
+
+    def start(self) -> list[str]:
+        self._start(head=True)
+        self._start(head=False)
+        return self.node_ids(expected=2)
+
+    def stop(self) -> list[int]:
+        """SIGTERM our two ``ray start`` processes (worker first); returns PIDs of leftovers, killed."""
+        for proc in reversed(self.procs):
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while (left := _processes_mentioning(self.temp_dir)) and time.monotonic() < deadline:
+            time.sleep(1)
+        for pid in left:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        return left
+
+    def remove_temp_dir(self) -> None:
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_on_policy_recipe_on_two_nodes(tmp_path):
+    """train_on_policy.sh with NNODES=2 on a two-node loopback cluster: 1 step (no validation), one rank per node."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("WANDB", "RAY_ADDRESS"))}
+    env.update(rehearse.ENV)  # the nodes' workers get the same environment as a one-node run's
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
+    env["HOME"] = str(tmp_path)  # Ray's auth token (~/.ray) shared by the nodes and the run's driver only
+    cluster = LoopbackRayCluster(env)
+    try:
+        node_ids = cluster.start()
+        assert len(node_ids) == 2, f"cluster did not come up: {node_ids} (logs in {cluster.temp_dir})"
+        out, log = _run(
+            tmp_path, "--script", "train_on_policy.sh", "--steps", "1", "--nnodes", "2",
+            "trainer.val_before_train=false", "trainer.test_freq=-1",  # validation: the train.sh test
+            env={"RAY_ADDRESS": cluster.address},
+        )
+    finally:
+        leftovers = cluster.stop()
+    placed = dict(re.findall(r"\[luffy\] gloo rank (\d+) of 2 on ray node (\w+)", log))
+    assert set(placed) == {"0", "1"}, log[-4000:]
+    assert set(placed.values()) == set(node_ids), (placed, node_ids)
+    m = _metrics(out)[1]
+    assert m["luffy/off_policy_sample_share"] == 0  # N_PREFIX=0: plain GRPO
+    assert math.isfinite(m["actor/pg_loss"]) and math.isfinite(m["actor/grad_norm"])
+    assert leftovers == [], f"Ray processes left behind: {leftovers}"
+    cluster.remove_temp_dir()  # kept (with Ray's logs) when the test failed
+
+
+def test_sft_recipe_composes_in_verls_sft_config_and_reads_prepare_sft_output(tmp_path):
+    """train_sft.sh is not trained on the CPU (README: veRL's sft_trainer process group); its command
+    line is: recorded through TORCHRUN, composed against veRL's own sft_trainer_engine config, and its
+    data settings load a data/prepare_sft.py parquet in veRL's MultiTurnSFTDataset."""
+    from hydra import compose, initialize_config_dir
+    from verl.utils.dataset.multiturn_sft_dataset import MultiTurnSFTDataset
+
+    from luffy.tiny import build_tokenizer
+
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    sample = REPO_ROOT / "data" / "sample" / "openr1_sample.jsonl"
+    subprocess.run([sys.executable, "data/prepare_train.py", "--input", str(sample), "--output_dir", str(data_dir),
+                    "--no_progress"], check=True, cwd=REPO_ROOT, capture_output=True)
+    subprocess.run([sys.executable, "data/prepare_sft.py", "--input", str(data_dir / "train.parquet"), "--output",
+                    str(data_dir / "sft_train.parquet")], check=True, cwd=REPO_ROOT, capture_output=True)
+    record = tmp_path / "argv.txt"
+    fake = tmp_path / "record_torchrun"
+    fake.write_text(f"#!/bin/sh\nprintf '%s\\n' \"$@\" > {record}\n")
+    fake.chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB")}
+    env.update(TORCHRUN=str(fake), HOME=str(tmp_path), DATA_DIR=str(data_dir), CKPT_DIR=str(tmp_path / "ckpt"))
+    subprocess.run(["bash", str(REPO_ROOT / "exp_scripts" / "train_sft.sh")], env=env, check=True, cwd=REPO_ROOT)
+    argv = record.read_text().splitlines()
+    module_at = argv.index("-m")
+    assert argv[module_at + 1] == "verl.trainer.sft_trainer"
+    overrides = argv[module_at + 2:]
+    import verl
+
+    config_dir = Path(verl.__file__).parent / "trainer" / "config"
+    with initialize_config_dir(config_dir=str(config_dir), version_base=None):
+        cfg = compose(config_name="sft_trainer_engine", overrides=overrides)  # every key exists in veRL's
+    assert cfg.data.train_files == str(data_dir / "sft_train.parquet")
+    assert list(cfg.trainer.logger) == ["console", "file"]
+    assert cfg.data.use_dynamic_bsz is True
+    tokenizer = build_tokenizer(tmp_path / "tok")
+    data_cfg = dict(cfg.data)
+    data_cfg["max_length"] = 4096  # the tiny tokenizer splits finer than Qwen's
+    dataset = MultiTurnSFTDataset(cfg.data.train_files, tokenizer, data_cfg)
+    item = dataset[0]
+    assert 0 < int(item["loss_mask"].sum()) < len(item["input_ids"])  # loss on the trace only
