@@ -33,16 +33,10 @@ NNODES="${NNODES:-1}"
 PROJECT="${PROJECT:-luffy}"
 EXPERIMENT="${EXPERIMENT:-luffy_qwen2.5_math_7b}"
 CKPT_DIR="${CKPT_DIR:-checkpoints/${PROJECT}/${EXPERIMENT}}"
-if [[ -z "${LOGGER:-}" ]]; then
-  LOGGER='[console,file]'
-  if [[ -n "${WANDB_API_KEY:-}" ]] || grep -qs 'api\.wandb\.ai' "${NETRC:-${HOME}/.netrc}"; then
-    LOGGER='[console,file,wandb]'
-  fi
-fi
-# veRL's file backend writes here (its default would be ./<project>/, inside this repository); the path
-# reaches the trainer through Ray's runtime_env, so it holds on a cluster started with `ray start` too
-mkdir -p "${CKPT_DIR}"
-METRICS_FILE="${VERL_FILE_LOGGER_PATH:-$(cd "${CKPT_DIR}" && pwd)/metrics_$(date +%Y%m%d_%H%M%S).jsonl}"
+# veRL's file backend writes METRICS_FILE (its default would be ./<project>/, inside this repository); the
+# path reaches the trainer through Ray's runtime_env, so it holds on a cluster started with `ray start` too
+source exp_scripts/recipe_logging.sh
+recipe_logging "${CKPT_DIR}"
 
 N="${N:-8}"                                   # samples per prompt
 N_PREFIX="${N_PREFIX:-1}"                     # of which off-policy targets (0 = on-policy GRPO)

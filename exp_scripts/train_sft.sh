@@ -17,14 +17,9 @@ NNODES="${NNODES:-1}"
 PROJECT="${PROJECT:-luffy}"
 EXPERIMENT="${EXPERIMENT:-sft_qwen2.5_math_7b}"
 CKPT_DIR="${CKPT_DIR:-checkpoints/${PROJECT}/${EXPERIMENT}}"
-if [[ -z "${LOGGER:-}" ]]; then
-  LOGGER='[console,file]'
-  if [[ -n "${WANDB_API_KEY:-}" ]] || grep -qs 'api\.wandb\.ai' "${NETRC:-${HOME}/.netrc}"; then
-    LOGGER='[console,file,wandb]'
-  fi
-fi
-mkdir -p "${CKPT_DIR}"
-export VERL_FILE_LOGGER_PATH="${VERL_FILE_LOGGER_PATH:-$(cd "${CKPT_DIR}" && pwd)/metrics_$(date +%Y%m%d_%H%M%S).jsonl}"
+source exp_scripts/recipe_logging.sh
+recipe_logging "${CKPT_DIR}"
+export VERL_FILE_LOGGER_PATH="${METRICS_FILE}"
 TORCHRUN="${TORCHRUN:-torchrun}"
 LR="${LR:-5e-5}"
 TRAIN_BATCH="${TRAIN_BATCH:-64}"              # sequences per optimizer step
