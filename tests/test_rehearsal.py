@@ -42,14 +42,24 @@ def _module():
 rehearse = _module()
 
 
+def _child_env(**extra: str) -> dict[str, str]:
+    """This environment without wandb keys, a Ray address, or Ray's auth mode.
+
+    Any earlier in-process ``ray.init`` leaves ``RAY_AUTH_MODE=token`` in this process's environment; the
+    runs below live in their own HOME (no token there), so they must not inherit that mode.
+    """
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("WANDB", "RAY_ADDRESS", "RAY_AUTH"))}
+    env.update(extra)
+    return env
+
+
 def _recipe_overrides(script: str, tmp_path: Path, **env) -> list[str]:
     """The recipe's own override list, recorded by a PYTHON that only writes its argv."""
     record = tmp_path / "argv.txt"
     fake = tmp_path / "record_python"
     fake.write_text(f"#!/bin/sh\nprintf '%s\\n' \"$@\" > {record}\n")
     fake.chmod(0o755)
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("WANDB")}
-    clean.update(PYTHON=str(fake), HOME=str(tmp_path), CKPT_DIR=str(tmp_path / "ckpt"), **env)
+    clean = _child_env(PYTHON=str(fake), HOME=str(tmp_path), CKPT_DIR=str(tmp_path / "ckpt"), **env)
     subprocess.run(["bash", str(REPO_ROOT / "exp_scripts" / script)], env=clean, check=True, cwd=REPO_ROOT)
     argv = record.read_text().splitlines()
     assert argv[:2] == ["-m", rehearse.TRAINER_MODULE]
@@ -84,8 +94,7 @@ def test_swaps_refuse_a_drifted_recipe():
 
 def _run(tmp_path: Path, *args: str, env: dict | None = None, timeout: int = 900) -> tuple[Path, str]:
     out = tmp_path / "run"
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("WANDB", "RAY_ADDRESS"))}
-    clean.update(HOME=str(tmp_path), **(env or {}))
+    clean = _child_env(HOME=str(tmp_path), **(env or {}))
     proc = subprocess.run(
         [sys.executable, str(SCRIPT), "--out", str(out), *args],
         cwd=REPO_ROOT, env=clean, capture_output=True, text=True, timeout=timeout,
@@ -232,7 +241,7 @@ class LoopbackRayCluster:
 @pytest.mark.slow
 def test_on_policy_recipe_on_two_nodes(tmp_path):
     """train_on_policy.sh with NNODES=2 on a two-node loopback cluster: 1 step (no validation), one rank per node."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("WANDB", "RAY_ADDRESS"))}
+    env = _child_env()
     env.update(rehearse.ENV)  # the nodes' workers get the same environment as a one-node run's
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
     env["HOME"] = str(tmp_path)  # Ray's auth token (~/.ray) shared by the nodes and the run's driver only
