@@ -147,12 +147,16 @@ def test_grpo_split_takes_statistics_from_on_policy_samples(tq_session):
     assert adv[8] < 0
 
 
+# token-level IS weights and rejection, so both halves of rollout correction run
+ROLLOUT_CORRECTION = (
+    "algorithm.rollout_correction.rollout_is=token",
+    "algorithm.rollout_correction.rollout_rs=token_k1",
+    "algorithm.rollout_correction.rollout_rs_threshold=0.5_2.0",
+)
+
+
 def test_rollout_correction_sees_on_policy_tokens_only(tq_session):
-    trainer = _trainer(
-        "algorithm.rollout_correction.rollout_is=token",
-        "algorithm.rollout_correction.rollout_rs=token_k1",
-        "algorithm.rollout_correction.rollout_rs_threshold=0.5_2.0",
-    )
+    trainer = _trainer(*ROLLOUT_CORRECTION)
     batch, rows = _put_batch(tq_session, "corr")
     metrics: dict = {}
     trainer._compute_advantage(batch, metrics)
@@ -198,11 +202,7 @@ def test_advantage_phase_reads_transfer_queue_once(tq_session, monkeypatch):
         return real_get(*args, **kwargs)
 
     monkeypatch.setattr(tq, "kv_batch_get", counting_get)
-    trainer = _trainer(
-        "algorithm.rollout_correction.rollout_is=token",
-        "algorithm.rollout_correction.rollout_rs=token_k1",
-        "algorithm.rollout_correction.rollout_rs_threshold=0.5_2.0",
-    )
+    trainer = _trainer(*ROLLOUT_CORRECTION)
     batch, _ = _put_batch(tq_session, "one_fetch")
     metrics: dict = {}
     trainer._compute_advantage(batch, metrics)
