@@ -14,7 +14,7 @@ evaluation parquet written by ``data/prepare_eval.py`` from ``data/sample/eval_s
                                        [-- extra hydra overrides]
 
 ``--nnodes 2`` expects a Ray cluster of two nodes with one logical GPU each at ``RAY_ADDRESS``
-(``tests/test_rehearsal.py`` starts one on the loopback address). ``--print-swaps`` prints the
+(``tests/test_rehearsal.py`` starts one on this machine). ``--print-swaps`` prints the
 swap table and exits.
 """
 

@@ -3,7 +3,7 @@
 - ``train.sh``: 2 steps with the recipe's dynamic batch size, remove-padding and checkpointing, the
   flash-attn -> sdpa fallback, validation (before training and at the end) on a ``prepare_eval.py``
   parquet with per-``data_source`` metrics, no wandb configured;
-- ``train_on_policy.sh`` with ``NNODES=2`` on a two-node Ray cluster on the loopback address that this
+- ``train_on_policy.sh`` with ``NNODES=2`` on a two-node Ray cluster on this machine (the node IP Ray detects) that this
   test starts (its own temp dir and ports) and stops: 1 step, no targets, no validation, ranks on both
   nodes, no Ray process left (one run covers both, to keep CI short).
 
@@ -145,7 +145,7 @@ def _free_ports(count: int) -> list[int]:
     socks = [socket.socket() for _ in range(count)]
     try:
         for s in socks:
-            s.bind(("127.0.0.1", 0))
+            s.bind(("", 0))  # free on every interface: the nodes listen on the node IP
         return [s.getsockname()[1] for s in socks]
     finally:
         for s in socks:
@@ -164,8 +164,8 @@ def _processes_mentioning(text: str) -> list[int]:
     return found
 
 
-class LoopbackRayCluster:
-    """Two ``ray start --block`` nodes on 127.0.0.1 with this test's temp dir and free ports.
+class LocalTwoNodeCluster:
+    """Two ``ray start --block`` nodes on this machine with this test's temp dir and free ports.
 
     Nothing here touches another Ray instance: no default ports, no ``/tmp/ray``, stop by own PIDs.
     """
@@ -175,14 +175,22 @@ class LoopbackRayCluster:
         self.env = env
         self.procs: list[subprocess.Popen] = []
         self.gcs_port = _free_ports(1)[0]
-        self.address = f"127.0.0.1:{self.gcs_port}"
+        # Ray rewrites a 127.0.0.1 --address into the node IP it detects, so the nodes, the address and the
+        # run's driver all use that IP: no node registers under one address and dials another.
+        self.ip = self._ray("from ray._private.services import get_node_ip_address as f; print(f())").strip()
+        self.address = f"{self.ip}:{self.gcs_port}"
+
+    def _ray(self, code: str, *args: str) -> str:
+        proc = subprocess.run([sys.executable, "-c", code, *args], env=self.env, capture_output=True, text=True,
+                              timeout=120)
+        return proc.stdout if proc.returncode == 0 else ""
 
     def _start(self, head: bool) -> None:
         ports = _free_ports(7)
         worker_base = 40000 + (ports[0] % 2000) * 10
         args = [
             str(Path(sys.executable).parent / "ray"), "start", "--block", "--disable-usage-stats",
-            "--node-ip-address=127.0.0.1", f"--temp-dir={self.temp_dir}",
+            f"--node-ip-address={self.ip}", f"--temp-dir={self.temp_dir}",
             "--num-cpus=12", "--num-gpus=1", "--object-store-memory=200000000",
             f"--node-manager-port={ports[0]}", f"--object-manager-port={ports[1]}",
             f"--dashboard-agent-listen-port={ports[2]}", f"--dashboard-agent-grpc-port={ports[3]}",
@@ -203,17 +211,25 @@ class LoopbackRayCluster:
                 "print(' '.join(n['NodeID'] for n in ray.nodes() if n['Alive']))")
         deadline = time.monotonic() + timeout
         while True:
-            proc = subprocess.run([sys.executable, "-c", code, self.address], env=self.env,
-                                  capture_output=True, text=True, timeout=timeout)
-            ids = proc.stdout.split() if proc.returncode == 0 else []
-            if len(ids) == expected or time.monotonic() > deadline:
+            ids = self._ray(code, self.address).split()
+            exited = [p.args[-1] for p in self.procs if p.poll() is not None]
+            if len(ids) == expected or exited or time.monotonic() > deadline:
                 return ids
             time.sleep(2)
 
     def start(self) -> list[str]:
+        """The head, then (once it answers) the worker node; the alive node IDs."""
         self._start(head=True)
+        if len(self.node_ids(expected=1)) != 1:
+            return []
         self._start(head=False)
         return self.node_ids(expected=2)
+
+    def logs(self, chars: int = 3000) -> str:
+        """The tails of both ``ray start`` logs and of every raylet/GCS error log, for a failure message."""
+        paths = sorted(Path(self.temp_dir).glob("*.log")) + sorted(Path(self.temp_dir).glob("session_*/logs/*.err"))
+        tails = [f"--- {p.name}: {p.read_text(errors='replace')[-chars:]}" for p in paths if p.stat().st_size]
+        return "\n".join(tails)
 
     def stop(self) -> list[int]:
         """SIGTERM our two ``ray start`` processes (worker first); returns PIDs of leftovers, killed."""
@@ -240,15 +256,15 @@ class LoopbackRayCluster:
 
 @pytest.mark.slow
 def test_on_policy_recipe_on_two_nodes(tmp_path):
-    """train_on_policy.sh with NNODES=2 on a two-node loopback cluster: 1 step (no validation), one rank per node."""
+    """train_on_policy.sh, NNODES=2, on two Ray nodes of this machine: 1 step (no validation), a rank per node."""
     env = _child_env()
     env.update(rehearse.ENV)  # the nodes' workers get the same environment as a one-node run's
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
     env["HOME"] = str(tmp_path)  # Ray's auth token (~/.ray) shared by the nodes and the run's driver only
-    cluster = LoopbackRayCluster(env)
+    cluster = LocalTwoNodeCluster(env)
     try:
         node_ids = cluster.start()
-        assert len(node_ids) == 2, f"cluster did not come up: {node_ids} (logs in {cluster.temp_dir})"
+        assert len(node_ids) == 2, f"cluster did not come up at {cluster.address}: {node_ids}\n{cluster.logs()}"
         out, log = _run(
             tmp_path, "--script", "train_on_policy.sh", "--steps", "1", "--nnodes", "2",
             "trainer.val_before_train=false", "trainer.test_freq=-1",  # validation: the train.sh test
