@@ -11,6 +11,10 @@ as a keyword argument). For a training prompt (the trainer marks its batches wit
   With a prefix ratio below 1 only the first part of the trace is kept and the LLM server continues
   from ``prompt + prefix``; only the kept target tokens are off-policy.
 
+Every session runs veRL's ``SingleTurnAgentLoop.run`` (multimodal inputs, request priority and ids,
+routed experts, tracing, the response layout); an off-policy session only swaps its server client for
+:class:`_TargetServer`, whose ``generate`` answers with the target tokens.
+
 Each sample records ``luffy_off_policy`` and ``luffy_prefix_len`` in ``extra_fields``
 (:mod:`luffy.mix_src.mix_fields`). A sample that skips the server fills the weight-version tags the
 server client would have written (the current weights' version, so staleness filters never drop it).
@@ -23,11 +27,10 @@ from __future__ import annotations
 
 import logging
 from typing import Any
-from uuid import uuid4
 
-from verl.experimental.agent_loop.agent_loop import AgentLoopMetrics, AgentLoopOutput
+from verl.experimental.agent_loop.agent_loop import AgentLoopOutput
 from verl.experimental.agent_loop.single_turn_agent_loop import SingleTurnAgentLoop
-from verl.utils.profiler import simple_timer
+from verl.workers.rollout.replica import TokenOutput
 
 from luffy.mix_src.mix_fields import OFF_POLICY_KEY, PREFIX_LEN_KEY
 from luffy.mix_src.prefix import prefix_ratio
@@ -97,17 +100,9 @@ class MixAgentLoop(SingleTurnAgentLoop):
             output.extra_fields.update({OFF_POLICY_KEY: False, PREFIX_LEN_KEY: 0})
             return output
 
-        prompt_ids = await self.ct_build_initial_tokens(list(kwargs["raw_prompt"]))
         target = kwargs["target"]
         if self.use_target_lst:
             target = trace_for_slot(kwargs.get(TARGET_LIST_KEY), session_id, fallback=target)
-        encoded = _encoder(self.tokenizer, self.response_length).encode(target, prompt_ids)
-        if encoded is None:  # trace longer than the response budget and the encoder drops such traces
-            logger.warning("target of prompt %s does not fit the response; session generated instead", kwargs["uid"])
-            output = await super().run(sampling_params, **kwargs)
-            output.extra_fields.update({OFF_POLICY_KEY: False, PREFIX_LEN_KEY: 0})
-            return output
-
         ratio = prefix_ratio(
             self.prefix_strategy,
             self.min_prefix_ratio,
@@ -121,64 +116,88 @@ class MixAgentLoop(SingleTurnAgentLoop):
             prefix_steps=self.prefix_steps,
             linear_max_ratio=self.prefix_linear_max_ratio,
         )
-        if ratio >= 1.0 and len(encoded.ids) <= self.max_prefix_len:
-            return await self._target_output(prompt_ids, encoded.ids, sampling_params, kwargs)
-        prefix = _encoder(self.tokenizer, self.response_length).prefix(encoded.ids, ratio, self.max_prefix_len)
-        return await self._prefix_output(prompt_ids, prefix, sampling_params, kwargs)
-
-    async def _target_output(
-        self, prompt_ids: list[int], target_ids: list[int], sampling_params: dict[str, Any], kwargs: dict
-    ) -> AgentLoopOutput:
-        """The whole target as the response: no server call."""
-        weights_version = int(kwargs["global_steps"]) - 1  # version the on-policy samples of this step use
-        filler = [0.0] * len(target_ids) if sampling_params.get("logprobs") else None
-        output = await self._build_output(prompt_ids, target_ids, filler, metrics={"num_preempted": -1})
-        output.extra_fields.update(
-            {
-                "global_steps": weights_version,
-                "min_global_steps": weights_version,
-                "max_global_steps": weights_version,
-                OFF_POLICY_KEY: True,
-                PREFIX_LEN_KEY: len(output.response_ids),
-            }
+        # veRL's single-turn run does everything around the one server call (multimodal inputs,
+        # priority, request ids, routed experts, tracing, the response layout); for this session its
+        # server is a stand-in that answers with the target, or the target prefix plus the policy's
+        # continuation. One loop instance serves one session, so swapping the attribute is local.
+        server = _TargetServer(
+            self.server_manager,
+            encoder=_encoder(self.tokenizer, self.response_length),
+            target=target,
+            ratio=ratio,
+            max_prefix_len=self.max_prefix_len,
+            response_length=self.response_length,
+            weights_version=int(kwargs["global_steps"]) - 1,
+            uid=str(kwargs["uid"]),
         )
-        return output
-
-    async def _prefix_output(
-        self, prompt_ids: list[int], prefix: list[int], sampling_params: dict[str, Any], kwargs: dict
-    ) -> AgentLoopOutput:
-        """Target prefix, then the policy's continuation from ``prompt + prefix``."""
-        params = dict(sampling_params, max_tokens=max(1, self.response_length - len(prefix)))
-        metrics: dict[str, Any] = {}
-        with simple_timer("generate_sequences", metrics):
-            generated = await self.server_manager.generate(
-                request_id=uuid4().hex, prompt_ids=prompt_ids + prefix, sampling_params=params
-            )
-        metrics["num_preempted"] = generated.num_preempted if generated.num_preempted is not None else -1
-        logprobs = [0.0] * len(prefix) + list(generated.log_probs) if generated.log_probs else None
-        output = await self._build_output(prompt_ids, prefix + list(generated.token_ids), logprobs, metrics)
-        output.extra_fields.update(generated.extra_fields)
-        kept = min(len(prefix), len(output.response_ids))
-        # a zero-length prefix leaves a fully generated, i.e. on-policy, sample
+        self.server_manager = server
+        try:
+            output = await super().run(sampling_params, **kwargs)
+        finally:
+            self.server_manager = server.inner
+        kept = min(server.prefix_len, len(output.response_ids))
+        # a zero-length prefix (or a trace that did not fit) leaves a generated, i.e. on-policy, sample
         output.extra_fields.update({OFF_POLICY_KEY: kept > 0, PREFIX_LEN_KEY: kept})
         return output
 
-    async def _build_output(
-        self, prompt_ids: list[int], response_ids: list[int], logprobs: list[float] | None, metrics: dict
-    ) -> AgentLoopOutput:
-        """An ``AgentLoopOutput`` laid out exactly as the single-turn loop lays out generated samples."""
-        merged, response_mask, response_logprobs = await self.ct_merge_assistant_token(
-            prompt_ids, response_ids, [], [] if logprobs is not None else None, assistant_logprobs=logprobs
+
+class _TargetServer:
+    """Server client for one off-policy session: ``generate`` answers with the target's token ids.
+
+    * whole trace (ratio 1, within ``max_prefix_len``): the target ids, no server call, with the
+      weight-version tags the real client would have written;
+    * prefix guidance: the real server continues from ``prompt + prefix``; the response is
+      ``prefix + continuation``;
+    * a trace the encoder drops (longer than the response budget): the real server generates.
+
+    Target tokens have no behaviour log-probs: with ``logprobs`` requested their slots hold 0.0.
+    ``prefix_len`` records how many response tokens came from the target.
+    """
+
+    def __init__(
+        self,
+        inner: Any,
+        *,
+        encoder: TargetEncoder,
+        target: Any,
+        ratio: float,
+        max_prefix_len: int,
+        response_length: int,
+        weights_version: int,
+        uid: str,
+    ):
+        self.inner = inner
+        self.encoder = encoder
+        self.target = target
+        self.ratio = ratio
+        self.max_prefix_len = max_prefix_len
+        self.response_length = response_length
+        self.weights_version = weights_version
+        self.uid = uid
+        self.prefix_len = 0
+
+    async def generate(self, request_id: str, *, prompt_ids: list[int], sampling_params: dict[str, Any], **kwargs):
+        encoded = self.encoder.encode(self.target, prompt_ids)
+        if encoded is None:  # trace longer than the response budget and the encoder drops such traces
+            logger.warning("target of prompt %s does not fit the response; session generated instead", self.uid)
+            return await self.inner.generate(
+                request_id=request_id, prompt_ids=prompt_ids, sampling_params=sampling_params, **kwargs
+            )
+        filler = sampling_params.get("logprobs")
+        if self.ratio >= 1.0 and len(encoded.ids) <= self.max_prefix_len:
+            self.prefix_len = len(encoded.ids)
+            version = self.weights_version  # the version this step's generated samples use
+            return TokenOutput(
+                token_ids=list(encoded.ids),
+                log_probs=[0.0] * len(encoded.ids) if filler else None,
+                stop_reason="completed",
+                extra_fields={"global_steps": version, "min_global_steps": version, "max_global_steps": version},
+            )
+        prefix = self.encoder.prefix(encoded.ids, self.ratio, self.max_prefix_len)
+        self.prefix_len = len(prefix)
+        params = dict(sampling_params, max_tokens=max(1, self.response_length - len(prefix)))
+        generated = await self.inner.generate(
+            request_id=request_id, prompt_ids=prompt_ids + prefix, sampling_params=params, **kwargs
         )
-        merged_ids = merged.token_ids[-len(response_mask) :] if response_mask else []
-        merged_prompt = merged.token_ids[: len(merged.token_ids) - len(response_mask)]
-        output = AgentLoopOutput(
-            prompt_ids=merged_prompt,
-            response_ids=merged_ids[: self.response_length],
-            response_mask=response_mask[: self.response_length],
-            response_logprobs=response_logprobs[: self.response_length] if response_logprobs else None,
-            num_turns=2,
-            metrics=AgentLoopMetrics(**metrics),
-            extra_fields={"turn_scores": [], "tool_rewards": []},
-        )
-        return output
+        log_probs = [0.0] * len(prefix) + list(generated.log_probs) if generated.log_probs else None
+        return generated.model_copy(update={"token_ids": prefix + list(generated.token_ids), "log_probs": log_probs})
