@@ -10,14 +10,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from tensordict import NonTensorStack, TensorDict
 
 import luffy.plugin  # noqa: F401
-from luffy.mix_src.core_algos import compute_grpo_outcome_advantage_split
 from luffy.mix_src.mix_fields import OFF_POLICY_KEY, PREFIX_LEN_KEY
 from luffy.mix_src.mix_trainer import MIXRayPPOTrainer
 
@@ -59,7 +57,7 @@ def _trainer(*overrides: str) -> MIXRayPPOTrainer:
     return trainer
 
 
-def _put_batch(tq, partition: str, seed: int = 0):
+def _put_batch(tq, partition: str, seed: int = 0, n_prefix: int = N_PREFIX):
     """Store a mixed batch; returns (KVBatchMeta, per-sample reference data)."""
     from transfer_queue import KVBatchMeta
 
@@ -68,7 +66,7 @@ def _put_batch(tq, partition: str, seed: int = 0):
     for uid, rewards in REWARDS.items():
         for session, reward in enumerate(rewards):
             length = 5 + session
-            off = session < N_PREFIX
+            off = session < n_prefix
             prefix_len = (PREFIX[uid] or length) if off else 0
             old = -torch.rand(length, generator=g) * 2
             # rollout log-probs: the server's (close to the actor's) on generated tokens, filler 0.0 on targets
@@ -128,23 +126,35 @@ def test_grpo_normalises_over_the_whole_mixed_group(tq_session):
 
 
 def test_grpo_split_takes_statistics_from_on_policy_samples(tq_session):
-    trainer = _trainer("algorithm.adv_estimator=grpo_split")
+    trainer = _trainer("algorithm.adv_estimator=grpo_split", "algorithm.grpo_use_std=false")
     batch, _ = _put_batch(tq_session, "adv_split")
     trainer._compute_advantage(batch, {})
-    adv = _advantages(tq_session, batch)
-    scores = _sequence_scores()
-    off = torch.tensor([s < N_PREFIX for _ in REWARDS for s in range(N)])
-    lengths = [5 + s for _ in REWARDS for s in range(N)]
-    mask = torch.zeros(len(lengths), max(lengths))
-    for i, n in enumerate(lengths):
-        mask[i, :n] = 1
-    index = np.array([uid for uid in REWARDS for _ in range(N)], dtype=object)
-    expected, _ = compute_grpo_outcome_advantage_split(
-        mask * scores[:, None] / mask.sum(-1, keepdim=True), mask, index, off_policy_mask=off, stats_from="on_policy"
-    )
-    torch.testing.assert_close(adv, expected[:, 0])
-    # group c: on-policy all 1 -> mean 1, and the (wrong) target gets a negative advantage
-    assert adv[8] < 0
+    adv = _advantages(tq_session, batch).view(3, N)
+    # by hand, session 0 is the target and the mean comes from sessions 1-3:
+    # a [1,0,0,1]: mean 1/3; b [1,0,0,0]: mean 0; c [0,1,1,1]: mean 1 (the wrong target gets -1)
+    expected = torch.tensor([[2 / 3, -1 / 3, -1 / 3, 2 / 3], [1.0, 0.0, 0.0, 0.0], [-1.0, 0.0, 0.0, 0.0]])
+    torch.testing.assert_close(adv, expected)
+
+
+def test_batch_without_targets_runs_verls_advantage_phase(tq_session, monkeypatch):
+    from verl.trainer.ppo.v1 import PPOTrainerSync
+
+    calls = []
+    real = PPOTrainerSync._compute_advantage
+
+    def spy(self, batch, metrics):
+        calls.append(batch.partition_id)
+        return real(self, batch, metrics)
+
+    monkeypatch.setattr(PPOTrainerSync, "_compute_advantage", spy)
+    trainer = _trainer("actor_rollout_ref.rollout.n_prefix=0", "algorithm.grpo_use_std=false", *ROLLOUT_CORRECTION)
+    batch, _ = _put_batch(tq_session, "no_targets", n_prefix=0)
+    metrics: dict = {}
+    trainer._compute_advantage(batch, metrics)
+    assert calls == ["no_targets"]
+    # by hand: group [1,0,0,1] -> mean 0.5 -> [0.5,-0.5,-0.5,0.5] (no std)
+    torch.testing.assert_close(_advantages(tq_session, batch).view(3, N)[0], torch.tensor([0.5, -0.5, -0.5, 0.5]))
+    assert metrics["luffy/off_policy_sample_share"] == 0.0 and "rollout_corr/kl" in metrics
 
 
 # token-level IS weights and rejection, so both halves of rollout correction run

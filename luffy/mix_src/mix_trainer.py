@@ -8,11 +8,16 @@ old log-probs (veRL's own phase: the actor recomputes them for every token), adv
 * ``_init_resource_pool_mgr``: the actor role runs :class:`MixActorRolloutRefWorker`;
 * ``_next_train_batch``: training prompts are marked for mixing and carry the training progress
   (validation batches are not marked, so validation never sees targets);
-* ``_compute_advantage``: the one place the trainer reads the off-policy record. From a single
-  TransferQueue fetch it builds the off-policy token mask once and uses it for everything LUFFY changes:
-  rollout correction on on-policy tokens only, ``grpo_split`` statistics from on-policy samples, veRL's
-  rollout-vs-actor diagnostics (``training/rollout_probs_diff_*``) over on-policy tokens (replacing the
-  all-token values veRL's old-log-prob phase wrote a moment earlier), and LUFFY's per-step metrics.
+* ``_compute_advantage``: the one place the trainer reads the off-policy record. One TransferQueue
+  fetch gives the off-policy token mask and LUFFY's per-step metrics; a batch without target tokens
+  (and not ``grpo_split``) then runs veRL's method unchanged. With targets, veRL's steps run in
+  ``_mixed_advantage``, each through veRL's own function, with three changes: rollout correction on
+  on-policy tokens only, ``grpo_split`` statistics from on-policy samples, and veRL's rollout-vs-actor
+  diagnostics (``training/rollout_probs_diff_*``) over on-policy tokens (replacing the all-token
+  values veRL's old-log-prob phase wrote a moment earlier).
+
+The name is LUFFY's (its users know it); the class is veRL's V1 ``PPOTrainerSync``, not the legacy
+``RayPPOTrainer``. Every veRL method overridden here is listed in :mod:`luffy.verl_compat`.
 """
 
 from __future__ import annotations
@@ -81,11 +86,13 @@ class MIXRayPPOTrainer(PPOTrainerSync):
         return batch
 
     def _compute_advantage(self, batch: KVBatchMeta, metrics: dict) -> KVBatchMeta:
-        # Replaces veRL's method as a whole: its steps must know the off-policy tokens (rollout
-        # correction, grpo_split, the rollout-vs-actor diagnostics), and veRL's version reads no
-        # per-sample fields; one fetch here serves all of them.
+        # LUFFY's metrics first (one TransferQueue fetch). A batch with no target token that does not
+        # ask for grpo_split then goes through veRL's method unchanged (the N_PREFIX=0 baseline is
+        # veRL's GRPO, guards included). Otherwise two of veRL's steps must see the off-policy tokens
+        # (rollout correction, grpo_split's statistics); they are module-level functions with no hook,
+        # so _mixed_advantage runs veRL's steps itself, each one a call to veRL's own function.
         data = tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id, select_fields=_ADV_FIELDS)
-        response_mask_nested = data["response_mask"]
+        nested_mask = data["response_mask"]
         extra_fields = as_dict_list(data.pop("extra_fields"))
         data = DataProto(batch=data.to_padded_tensor())
         data.batch["token_level_scores"] = data.batch["rm_scores"]
@@ -95,62 +102,10 @@ class MIXRayPPOTrainer(PPOTrainerSync):
         with simple_timer(ADV_LUFFY_TIMER, timing):
             off_tokens = off_policy_token_mask(extra_fields, response_mask)  # (B, T), the step's only build
             off_samples = off_policy_flags(extra_fields)  # (B,)
-            on_tokens = response_mask.bool() & ~off_tokens  # (B, T)
-        corr_config = self.config.algorithm.get("rollout_correction", None)
-        bypass = bool(corr_config is not None and corr_config.get("bypass_mode", False))
-        has_rollout_log_probs = "rollout_log_probs" in data.batch
-
-        # 0. veRL's rollout-vs-actor diagnostics over on-policy tokens (targets have no behaviour
-        #    log-probs); veRL computes none in bypass mode, and neither does this
-        if self.config.actor_rollout_ref.rollout.calculate_log_probs and has_rollout_log_probs and not bypass:
-            with simple_timer(ADV_LUFFY_TIMER, timing):
-                metrics.update(self._on_policy_debug_metrics(data, on_tokens))
-
-        # 1. KL penalty in the reward (off in LUFFY's recipe)
-        if self.config.algorithm.use_kl_in_reward:
-            data, kl_metrics = apply_kl_penalty(
-                data, kl_ctrl=self.kl_ctrl_in_reward, kl_penalty=self.config.algorithm.kl_penalty
-            )
-            metrics.update(kl_metrics)
-        else:
-            data.batch["token_level_rewards"] = data.batch["token_level_scores"]
-
-        # 2. rollout correction (IS weights, rejection, rollout_corr/* metrics) on on-policy tokens only;
-        #    skipped in bypass mode, as veRL does
-        rollout_correction = corr_config is not None and has_rollout_log_probs and not bypass
-        if rollout_correction:
-            metrics.update(self._on_policy_rollout_correction(data, off_tokens, on_tokens, corr_config))
-
-        # 3. advantages: veRL's grpo over the whole mixed group, or grpo_split with on-policy statistics
-        algorithm = self.config.algorithm
-        if algorithm.adv_estimator == GRPO_SPLIT:
-            advantages, _ = core_algos.get_adv_estimator_fn(GRPO_SPLIT)(
-                token_level_rewards=data.batch["token_level_rewards"],
-                response_mask=response_mask,
-                index=data.non_tensor_batch["uid"],
-                config=algorithm,
-                off_policy_mask=off_samples,
-            )
-            data.batch["advantages"] = advantages
-            data.batch["returns"] = advantages
-        else:
-            data = compute_advantage_for_multi_trajectories(
-                data,
-                batch_keys=batch.keys,
-                adv_estimator=algorithm.adv_estimator,
-                gamma=algorithm.gamma,
-                lam=algorithm.lam,
-                num_repeat=self.config.actor_rollout_ref.rollout.n,
-                norm_adv_by_std_in_grpo=algorithm.norm_adv_by_std_in_grpo,
-                config=algorithm,
-            )
-
-        # 4. LUFFY's metrics of the mixed batch
-        with simple_timer(ADV_LUFFY_TIMER, timing):
             valid = torch.tensor([not tag.get("is_padding", False) for tag in batch.tags], dtype=torch.bool)
             metrics.update(
                 compute_mix_metrics(
-                    scores=data.batch["token_level_scores"].sum(dim=-1),
+                    scores=data.batch["rm_scores"].sum(dim=-1),
                     response_mask=response_mask,
                     off_tokens=off_tokens,
                     off_samples=off_samples,
@@ -160,19 +115,80 @@ class MIXRayPPOTrainer(PPOTrainerSync):
                     entropy=data.batch.get("entropy", None),
                 )
             )
+        if not off_tokens.any() and self.config.algorithm.adv_estimator != GRPO_SPLIT:
+            return super()._compute_advantage(batch, metrics)
+        return self._mixed_advantage(batch, data, nested_mask, off_tokens, off_samples, metrics)
 
-        # 5. write advantages (and what rollout correction changed) back, nested like veRL does
-        out_fields = ["advantages", "returns"]
-        if self.config.algorithm.use_kl_in_reward:
-            out_fields.append("token_level_rewards")
-        if rollout_correction:
-            out_fields.append("response_mask")
-            if "rollout_is_weights" in data.batch:
-                out_fields.append("rollout_is_weights")
-        output = {name: response_to_nested(data.batch[name], response_mask_nested) for name in out_fields}
-        return tq.kv_batch_put(
-            keys=batch.keys, partition_id=batch.partition_id, fields=TensorDict(output, batch_size=len(batch))
-        )
+    def _mixed_advantage(
+        self,
+        batch: KVBatchMeta,
+        data: DataProto,
+        nested_mask: torch.Tensor,
+        off_tokens: torch.Tensor,
+        off_samples: torch.Tensor,
+        metrics: dict,
+    ) -> KVBatchMeta:
+        """veRL's advantage steps on a batch holding targets; writes the results back to TransferQueue.
+
+        Args:
+            batch: the step's batch handle.
+            data: padded batch with ``token_level_scores``, ``response_mask`` and the log-probs, ``(B, T)``.
+            nested_mask: ``response_mask`` as stored (jagged), the layout of every written field.
+            off_tokens: ``(B, T)`` bool, off-policy (target) tokens.
+            off_samples: ``(B,)`` bool, samples in an off-policy slot.
+            metrics: the step's metrics, updated in place.
+        """
+        algorithm = self.config.algorithm
+        response_mask = data.batch["response_mask"]  # (B, T), before any rejection
+        on_tokens = response_mask.bool() & ~off_tokens  # (B, T)
+        corr_config = algorithm.get("rollout_correction", None)
+        # veRL's guards: no rollout correction (and none of its diagnostics) in bypass mode or
+        # without rollout log-probs; config_check refuses bypass mode when targets are mixed in
+        bypass = bool(corr_config is not None and corr_config.get("bypass_mode", False))
+        behaviour_log_probs = "rollout_log_probs" in data.batch and not bypass
+        corrects = corr_config is not None and behaviour_log_probs
+        written = ["advantages", "returns"]
+
+        # veRL's rollout-vs-actor diagnostics, recomputed over on-policy tokens (targets have no
+        # behaviour log-probs): they replace the all-token values of veRL's old-log-prob phase
+        if self.config.actor_rollout_ref.rollout.calculate_log_probs and behaviour_log_probs:
+            with simple_timer(ADV_LUFFY_TIMER, getattr(self, "timing_raw", {})):
+                metrics.update(self._on_policy_debug_metrics(data, on_tokens))
+
+        data.batch["token_level_rewards"] = data.batch["token_level_scores"]
+        if algorithm.use_kl_in_reward:  # off in LUFFY's recipe; veRL's step, which replaces the rewards
+            data, kl_metrics = apply_kl_penalty(data, kl_ctrl=self.kl_ctrl_in_reward, kl_penalty=algorithm.kl_penalty)
+            metrics.update(kl_metrics)
+            written.append("token_level_rewards")
+
+        if corrects:  # IS weights and rejection on on-policy tokens only
+            metrics.update(self._on_policy_rollout_correction(data, off_tokens, on_tokens, corr_config))
+            written += [name for name in ("response_mask", "rollout_is_weights") if name in data.batch]
+
+        if algorithm.adv_estimator == GRPO_SPLIT:  # statistics from on-policy samples
+            advantages, _ = core_algos.get_adv_estimator_fn(GRPO_SPLIT)(
+                token_level_rewards=data.batch["token_level_rewards"],
+                response_mask=response_mask,
+                index=data.non_tensor_batch["uid"],
+                config=algorithm,
+                off_policy_mask=off_samples,
+            )
+            data.batch["advantages"] = data.batch["returns"] = advantages
+        else:  # veRL's estimators over each uid's whole group, targets included
+            norm_by_std = algorithm.get("norm_adv_by_std_in_grpo", True)
+            settings = {"gamma": algorithm.gamma, "lam": algorithm.lam, "norm_adv_by_std_in_grpo": norm_by_std}
+            data = compute_advantage_for_multi_trajectories(
+                data,
+                batch_keys=batch.keys,
+                adv_estimator=algorithm.adv_estimator,
+                num_repeat=self.config.actor_rollout_ref.rollout.n,
+                config=algorithm,
+                **settings,
+            )
+
+        nested = {name: response_to_nested(data.batch[name], nested_mask) for name in written}  # veRL's layout
+        fields = TensorDict(nested, batch_size=len(batch))
+        return tq.kv_batch_put(keys=batch.keys, partition_id=batch.partition_id, fields=fields)
 
     @staticmethod
     def _on_policy_debug_metrics(data: DataProto, on_tokens: torch.Tensor) -> dict:
