@@ -93,8 +93,8 @@ def bench_target_encoder(samples: int = 300) -> None:
     """Microseconds per ``TargetEncoder.encode`` call, uncached and cached, vs ``tokenizer.encode``."""
     import pyarrow.parquet as pq
 
-    from luffy.mix_src.target_tokens import TargetEncoder
     from luffy.tiny import build_tokenizer
+    from luffy.tokens import TargetEncoder
 
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "raw.parquet"

@@ -585,7 +585,7 @@ def test_huge_trace_is_measured_on_a_bounded_head(tiny_tokenizer):  # noqa: F811
     budget = 64
     words = [f"w{i % 97}x" for i in range(200_000)]
     huge = " ".join(words)  # ~1 MB
-    from luffy.mix_src.target_tokens import plain_backend
+    from luffy.tokens import plain_backend
 
     backend = plain_backend(tiny_tokenizer)
     assert backend is not None

@@ -22,7 +22,7 @@ import luffy.plugin  # noqa: F401
 from luffy.cpu.hf_server import HFRolloutServer
 from luffy.mix_src.mix_agent_loop import PROGRESS_KEY, TRAIN_BATCH_KEY, MixAgentLoop, trace_for_slot
 from luffy.mix_src.mix_fields import OFF_POLICY_KEY, PREFIX_LEN_KEY, off_policy_token_mask
-from luffy.mix_src.target_tokens import TargetEncoder
+from luffy.tokens import TargetEncoder
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "luffy" / "mix_src" / "config"
 RESPONSE_LEN = 48

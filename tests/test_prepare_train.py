@@ -137,7 +137,7 @@ def test_token_budget_drop_and_truncate(tmp_path: Path, tiny_tokenizer_dir: Path
     assert row["extra_info"]["target_truncated"] and cut.truncated == 1
     from transformers import AutoTokenizer
 
-    from luffy.mix_src.target_tokens import TargetEncoder
+    from luffy.tokens import TargetEncoder
 
     encoder = TargetEncoder(AutoTokenizer.from_pretrained(str(tiny_tokenizer_dir)), max_response_length=300)
     ids = encoder.encode(row["target"]).ids

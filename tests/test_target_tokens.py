@@ -1,4 +1,4 @@
-"""luffy.mix_src.target_tokens: off-policy targets as response ids, exactly and fast."""
+"""luffy.tokens: off-policy targets as response ids, exactly and fast."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from luffy.mix_src.target_tokens import TargetEncoder, check_template, pick_target
+from luffy.tokens import TargetEncoder, check_template, pick_target
 
 TRACE = "<think>\nLet x = 6.\n</think>\n\nThe answer is $\\boxed{6}$."
 # Any unicode except lone surrogates (not encodable as UTF-8, so not valid text in a dataset).
@@ -137,7 +137,7 @@ def test_cached_encoding_is_fast(encoder: TargetEncoder) -> None:
 def test_byte_bound_used_by_the_token_budget_is_exact(encoder: TargetEncoder, text: str) -> None:
     """Byte-level BPE: tokens <= UTF-8 bytes, so prepare_train may skip tokenising short traces."""
     from luffy.data.filters import within_byte_bound
-    from luffy.mix_src.target_tokens import is_byte_level, plain_backend
+    from luffy.tokens import is_byte_level, plain_backend
 
     backend = plain_backend(encoder.tokenizer)
     assert is_byte_level(backend)

@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from luffy.data.errors import LuffyDataError
 from luffy.data.normalize import DUPLICATE, OVER_BUDGET, WRONG_ANSWER, Candidate, Skip
+from luffy.tokens import encode_plain_batch, is_byte_level, plain_backend
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +79,6 @@ def load_tokenizer(name_or_path: str) -> Any:
 
 
 def _init_tokenizer_worker(name_or_path: str, tokenizer: Any | None) -> None:
-    from luffy.mix_src.target_tokens import plain_backend
 
     tok = tokenizer if tokenizer is not None else load_tokenizer(name_or_path)
     backend = plain_backend(tok)
@@ -127,7 +127,6 @@ def _measure_chunk(items: Sequence[tuple[str, int, bool]]) -> list[tuple[int, in
     lower bound (``exact`` False) and the cut comes from the head. Memory stays bounded by the budget,
     not by the trace.
     """
-    from luffy.mix_src.target_tokens import encode_plain_batch
 
     tok, backend = _WORKER["tokenizer"], _WORKER["backend"]
     heads = [head_of(text, budget) for text, budget, _ in items]
@@ -186,7 +185,6 @@ def token_budget_filter(
         raise LuffyDataError(f"--overlong must be 'drop' or 'truncate', got {overlong!r}")
     if max_target_tokens < 2:
         raise LuffyDataError(f"--max_target_tokens must be >= 2, got {max_target_tokens}")
-    from luffy.mix_src.target_tokens import is_byte_level, plain_backend
 
     name = getattr(tokenizer, "name_or_path", None)
     init_arg = (name, None) if num_proc > 1 and name else (name, tokenizer)

@@ -25,6 +25,7 @@ from luffy.data.filters import dedupe_filter, load_tokenizer, token_budget_filte
 from luffy.data.normalize import REASONS, Candidate, Skip, normalize_row
 from luffy.data.readers import open_rows
 from luffy.data.schema import TEMPLATES, make_row, rows_to_table
+from luffy.tokens import check_template
 
 logger = logging.getLogger(__name__)
 
@@ -101,7 +102,6 @@ def _read_candidates(source: str, options: PrepareOptions) -> tuple[str, int, li
 
 
 def _check_template(options: PrepareOptions, tokenizer: Any, candidates: list[Candidate]) -> tuple[list, list]:
-    from luffy.mix_src.target_tokens import check_template
 
     sample = candidates[0].traces[0] if candidates else None
     report = check_template(tokenizer, expects_think=options.expects_think, sample_target=sample)

@@ -29,7 +29,7 @@ Use it with::
     +data.target_validation=error        # optional: error | skip
 
 After veRL's ``collate_fn`` a batch's ``target`` is a numpy object array of shape ``(batch,)`` whose
-items are those lists of dicts; ``luffy.mix_src.target_tokens.pick_target`` reads any of these.
+items are those lists of dicts; ``luffy.tokens.pick_target`` reads any of these.
 """
 
 from __future__ import annotations

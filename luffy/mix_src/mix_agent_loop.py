@@ -34,7 +34,7 @@ from verl.workers.rollout.replica import TokenOutput
 
 from luffy.mix_src.mix_fields import OFF_POLICY_KEY, PREFIX_LEN_KEY
 from luffy.mix_src.prefix import prefix_ratio
-from luffy.mix_src.target_tokens import TargetEncoder
+from luffy.tokens import TargetEncoder
 
 logger = logging.getLogger(__name__)
 
