@@ -41,3 +41,14 @@ def test_imports_run_one_way(where: str):
         if name.startswith(FORBIDDEN[where])
     ]
     assert not bad, bad
+
+
+def test_cpu_package_extends_luffys_worker():
+    import luffy.plugin  # noqa: F401  (registers the CPU worker)
+    from luffy.cpu.worker import CpuMixActorRolloutRefWorker
+    from luffy.mix_src.mix_worker import MixActorRolloutRefWorker
+    from luffy.mix_src.worker_registry import actor_worker_class
+
+    assert actor_worker_class("cpu") is CpuMixActorRolloutRefWorker
+    assert issubclass(CpuMixActorRolloutRefWorker, MixActorRolloutRefWorker)
+    assert actor_worker_class("cuda") is MixActorRolloutRefWorker

@@ -20,12 +20,14 @@ def register_cpu_engines() -> None:
     from verl.workers.engine import EngineRegistry
     from verl.workers.engine.fsdp.transformer_impl import FSDPEngineWithLMHead, FSDPEngineWithValueHead
 
+    from luffy.verl_compat import registered_engines
+
     for model_type, engine_cls in (
         ("language_model", FSDPEngineWithLMHead),
         ("value_model", FSDPEngineWithValueHead),
     ):
         # EngineRegistry asserts on a second registration; plugin loading can run twice in a process.
-        registered = EngineRegistry._engines.get(model_type, {})
+        registered = registered_engines(model_type)
         missing = [b for b in BACKENDS if registered.get(b, {}).get(DEVICE) is not engine_cls]
         if missing:
             EngineRegistry.register(model_type=model_type, backend=missing, device=DEVICE)(engine_cls)

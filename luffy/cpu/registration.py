@@ -13,11 +13,12 @@ import logging
 import os
 
 from verl.plugin.platform import PlatformRegistry
-from verl.workers.rollout.base import _ROLLOUT_REGISTRY
 from verl.workers.rollout.replica import RolloutReplicaRegistry
 
 import luffy.cpu.platform  # noqa: F401  (its decorator registers PlatformRegistry "cpu")
 from luffy.cpu.names import PLATFORM_NAME, ROLLOUT_NAME
+from luffy.mix_src.worker_registry import register_actor_worker
+from luffy.verl_compat import register_rollout_adapter
 
 logger = logging.getLogger(__name__)
 
@@ -28,8 +29,9 @@ def _load_hf_cpu_replica():
     return HFCpuReplica
 
 
-# veRL has no public hook for worker-side rollout adapters: get_rollout_class reads this dict.
-_ROLLOUT_REGISTRY[(ROLLOUT_NAME, "async")] = "luffy.cpu.rollout.HFCpuServerAdapter"
+register_rollout_adapter(ROLLOUT_NAME, "async", "luffy.cpu.rollout.HFCpuServerAdapter")
+# LUFFY's trainer runs this actor worker on the cpu platform (the CPU worker extends LUFFY's)
+register_actor_worker(PLATFORM_NAME, "luffy.cpu.worker:CpuMixActorRolloutRefWorker")
 RolloutReplicaRegistry.register(ROLLOUT_NAME, _load_hf_cpu_replica)
 
 if os.environ.get("VERL_PLATFORM", "").strip().lower() == PLATFORM_NAME:

@@ -2,9 +2,9 @@
 
 V1 maps roles to worker classes inside the trainer (``PPOTrainer._init_resource_pool_mgr`` uses
 ``ActorRolloutRefWorker``), so swapping in :class:`~luffy.cpu.worker.CpuActorRolloutRefWorker`
-takes a trainer subclass; everything else is veRL's ``PPOTrainerSync`` unchanged. A trainer that
-already brings its own worker (LUFFY's) only needs its worker to call
-:func:`luffy.cpu.worker.prepare_cpu_process_group` first.
+takes a trainer subclass; everything else is veRL's ``PPOTrainerSync`` unchanged. LUFFY's trainer
+picks its worker per device instead (:mod:`luffy.mix_src.worker_registry`): on the CPU,
+:class:`~luffy.cpu.worker.CpuMixActorRolloutRefWorker`.
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ import logging
 import ray
 from omegaconf import DictConfig
 from verl.trainer.main_ppo import TaskRunnerV1
-from verl.trainer.ppo.v1 import trainer_base
 from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync
 from verl.workers.engine_workers import ActorRolloutRefWorker
 
 from luffy.cpu.worker import CpuActorRolloutRefWorker
+from luffy.verl_compat import use_sync_trainer
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +43,5 @@ class CpuTaskRunner(TaskRunnerV1.__ray_actor_class__):
                 f"trainer.v1.trainer_mode={config.trainer.v1.trainer_mode!r}: the CPU task runner only "
                 "swaps the worker of the 'sync' trainer; set trainer.v1.trainer_mode=sync"
             )
-        # register_trainer refuses to re-register "sync", and several V1 code paths compare the mode
-        # to the string "sync", so a new name would switch paths: replace the entry in this process.
-        trainer_base.TRAINER_REGISTRY["sync"] = CpuPPOTrainerSync
+        use_sync_trainer(CpuPPOTrainerSync)  # why a replaced entry and not a new mode: verl_compat
         super().run(config)

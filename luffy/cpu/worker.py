@@ -5,7 +5,8 @@ veRL's ``TrainingWorker`` starts the default process group with the backend stri
 ``initialize_global_process_group_ray``); on the CPU platform that reads ``cpu:gloo,cpu:gloo`` and
 torch rejects the duplicate device. No platform method changes that string, but veRL skips its own
 init when a default group already exists, so a worker that starts a plain ``gloo`` group first
-clears it. ``CpuActorRolloutRefWorker`` is veRL's ``ActorRolloutRefWorker`` doing exactly that.
+clears it. ``CpuActorRolloutRefWorker`` is veRL's ``ActorRolloutRefWorker`` doing exactly that, and
+``CpuMixActorRolloutRefWorker`` LUFFY's worker doing the same.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import torch.distributed as dist
 from verl.workers.engine_workers import ActorRolloutRefWorker
 
 from luffy.cpu.names import PLATFORM_NAME
+from luffy.mix_src.mix_worker import MixActorRolloutRefWorker
 
 
 def cpu_platform_selected() -> bool:
@@ -52,6 +54,14 @@ def prepare_cpu_process_group() -> None:
 
 class CpuActorRolloutRefWorker(ActorRolloutRefWorker):
     """veRL's ``ActorRolloutRefWorker`` that starts its process group as ``gloo`` first."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        prepare_cpu_process_group()
+        super().__init__(*args, **kwargs)
+
+
+class CpuMixActorRolloutRefWorker(MixActorRolloutRefWorker):
+    """LUFFY's actor worker that starts its process group as ``gloo`` first."""
 
     def __init__(self, *args, **kwargs) -> None:
         prepare_cpu_process_group()

@@ -5,7 +5,8 @@ One step is veRL's ``PPOTrainer._step_once`` unchanged: rollout (LUFFY's agent l
 old log-probs (veRL's own phase: the actor recomputes them for every token), advantage, actor update
 (the worker's LUFFY loss). This class overrides only what has to know which tokens are off-policy:
 
-* ``_init_resource_pool_mgr``: the actor role runs :class:`MixActorRolloutRefWorker`;
+* ``_init_resource_pool_mgr``: the actor role runs :class:`MixActorRolloutRefWorker` (or the subclass
+  a platform registers, :mod:`luffy.mix_src.worker_registry`);
 * ``_next_train_batch``: training prompts are marked for mixing and carry the training progress
   (validation batches are not marked, so validation never sees targets);
 * ``_compute_advantage``: the one place the trainer reads the off-policy record. One TransferQueue
@@ -36,10 +37,10 @@ from verl.trainer.ppo.ray_trainer import apply_kl_penalty
 from verl.trainer.ppo.rollout_corr_helper import compute_rollout_correction_and_add_to_batch
 from verl.trainer.ppo.utils import Role
 from verl.trainer.ppo.v1 import PPOTrainerSync
-from verl.trainer.ppo.v1.trainer_base import TRAINER_REGISTRY
 from verl.trainer.ppo.v1.utils import compute_advantage_for_multi_trajectories
 from verl.utils import tensordict_utils as tu
 from verl.utils.debug.metrics import calculate_debug_metrics
+from verl.utils.device import get_device_name
 from verl.utils.profiler import simple_timer
 from verl.workers.utils.padding import response_to_nested
 
@@ -47,7 +48,8 @@ from luffy.mix_src.advantage import GRPO_SPLIT
 from luffy.mix_src.metrics import compute_mix_metrics
 from luffy.mix_src.mix_agent_loop import PROGRESS_KEY, TRAIN_BATCH_KEY
 from luffy.mix_src.mix_fields import as_dict_list, off_policy_flags, off_policy_token_mask
-from luffy.mix_src.mix_worker import MixActorRolloutRefWorker
+from luffy.mix_src.worker_registry import actor_worker_class
+from luffy.verl_compat import use_sync_trainer
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +77,7 @@ class MIXRayPPOTrainer(PPOTrainerSync):
         super()._init_resource_pool_mgr()
         for role in (Role.ActorRollout, Role.ActorRolloutRef, Role.Actor):
             if role in self.role_worker_mapping:
-                self.role_worker_mapping[role] = ray.remote(MixActorRolloutRefWorker)
+                self.role_worker_mapping[role] = ray.remote(actor_worker_class(get_device_name()))
 
     def _next_train_batch(self, num_prompts: int | None = None) -> TensorDict:
         # The smallest place where only training prompts pass: mark them for the agent loop.
@@ -258,4 +260,4 @@ def use_mix_trainer() -> None:
     paths; ``register_trainer`` refuses to re-register a name and no public hook selects a subclass.
     The task runner therefore maps ``"sync"`` to LUFFY's trainer in its own process, here only.
     """
-    TRAINER_REGISTRY["sync"] = MIXRayPPOTrainer
+    use_sync_trainer(MIXRayPPOTrainer)

@@ -7,16 +7,12 @@ from functools import partial
 from verl.single_controller.base.decorator import Dispatch, register
 from verl.workers.engine_workers import ActorRolloutRefWorker
 
-from luffy.cpu.worker import prepare_cpu_process_group
 from luffy.mix_src.mix_loss import LOSS_MODE, luffy_ppo_loss
+from luffy.verl_compat import bound_loss_config
 
 
 class MixActorRolloutRefWorker(ActorRolloutRefWorker):
     """``ActorRolloutRefWorker`` with :func:`luffy.mix_src.mix_loss.luffy_ppo_loss` as the actor loss."""
-
-    def __init__(self, *args, **kwargs):
-        prepare_cpu_process_group()  # a plain gloo group on the CPU platform; a no-op elsewhere
-        super().__init__(*args, **kwargs)
 
     @register(dispatch_mode=Dispatch.ONE_TO_ALL)
     def init_model(self):
@@ -25,7 +21,7 @@ class MixActorRolloutRefWorker(ActorRolloutRefWorker):
         super().init_model()
         if self.actor is None:
             return
-        actor_config = self.loss_fn.keywords["config"]
+        actor_config = bound_loss_config(self)
         if actor_config.policy_loss.loss_mode != LOSS_MODE:
             raise ValueError(
                 f"actor_rollout_ref.actor.policy_loss.loss_mode={actor_config.policy_loss.loss_mode!r}; "

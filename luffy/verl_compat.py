@@ -1,0 +1,316 @@
+"""Every place luffy depends on veRL beyond its public registries: one table, and the private touches.
+
+veRL is used as a library. Most of luffy plugs in through public registries (agent loop, advantage
+estimator, policy loss, platform, rollout, dataset class, custom sampler) and public hooks
+(``set_loss_fn``, hydra overlays). What is left is listed in :data:`TOUCHES`:
+
+* ``override``: a veRL method that a luffy subclass overrides (each calls ``super()``, except where
+  the ``why`` says otherwise);
+* ``relies on``: a veRL function whose current behaviour luffy's code assumes (it calls it in a way
+  that only works while that source stays as it is, or mirrors its steps);
+* ``private``: a private veRL attribute luffy reads or writes; the helpers below are the only code
+  that does.
+
+Each row carries the sha256 (first 12 hex digits) of ``inspect.getsource`` of the veRL object in the
+tested version (``tests/test_verl_compat.py`` fails, naming the row, when the installed veRL's source
+differs). A veRL upgrade is then a checklist: for each failing row, read the new source, check the
+``why`` still holds, and update the hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import inspect
+from dataclasses import dataclass
+from typing import Any
+
+VERL_VERSION = "0.9.1"
+
+
+@dataclass(frozen=True)
+class VerlTouch:
+    """One dependency on veRL's internals.
+
+    Attributes:
+        kind: ``"override"``, ``"relies on"`` or ``"private"``.
+        target: ``"module:Qualified.name"`` of the veRL object whose source is hashed.
+        luffy: where luffy touches it.
+        why: why the public API does not do.
+        sha: first 12 hex digits of sha256 of the target's source in veRL :data:`VERL_VERSION`.
+    """
+
+    kind: str
+    target: str
+    luffy: str
+    why: str
+    sha: str
+
+    @property
+    def verl_file(self) -> str:
+        """The veRL source file, relative to site-packages (``verl/...py``)."""
+        return self.target.split(":")[0].replace(".", "/") + ".py"
+
+
+_TRAINER = "verl.trainer.ppo.v1.trainer_base:PPOTrainer"
+_WORKER = "verl.workers.engine_workers:ActorRolloutRefWorker"
+
+TOUCHES: tuple[VerlTouch, ...] = (
+    # -- trainer ------------------------------------------------------------------------------
+    VerlTouch(
+        "override",
+        f"{_TRAINER}._init_resource_pool_mgr",
+        "MIXRayPPOTrainer, cpu.trainer.CpuPPOTrainerSync",
+        "V1 maps roles to worker classes here, not in the task runner; the subclass swaps in its worker",
+        "9eaa3bab711e",
+    ),
+    VerlTouch(
+        "override",
+        f"{_TRAINER}._next_train_batch",
+        "MIXRayPPOTrainer",
+        "the only place where training (not validation) prompts pass: marks them and adds the progress",
+        "0a5487478c0e",
+    ),
+    VerlTouch(
+        "override",
+        f"{_TRAINER}._compute_advantage",
+        "MIXRayPPOTrainer (_mixed_advantage mirrors its steps)",
+        "runs unchanged without targets; with targets its rollout correction and estimator (module "
+        "functions, no hook) must see the off-policy mask, so _mixed_advantage calls them itself",
+        "2a4a2aa4a475",
+    ),
+    VerlTouch(
+        "relies on",
+        "verl.trainer.ppo.v1.utils:compute_advantage_for_multi_trajectories",
+        "MIXRayPPOTrainer._mixed_advantage",
+        "called with the arguments veRL's _compute_advantage passes",
+        "d973cc8aec79",
+    ),
+    VerlTouch(
+        "relies on",
+        "verl.trainer.ppo.rollout_corr_helper:compute_rollout_correction_and_add_to_batch",
+        "MIXRayPPOTrainer._on_policy_rollout_correction",
+        "called on an on-policy-only view (response_mask = on-policy tokens); reads only the three fields",
+        "6b7d1d5f4b79",
+    ),
+    VerlTouch(
+        "relies on",
+        "verl.trainer.ppo.ray_trainer:apply_kl_penalty",
+        "MIXRayPPOTrainer._mixed_advantage",
+        "KL-in-reward step, called as veRL's _compute_advantage calls it",
+        "09216f60955a",
+    ),
+    VerlTouch(
+        "relies on",
+        "verl.utils.debug.metrics:calculate_debug_metrics",
+        "MIXRayPPOTrainer._on_policy_debug_metrics",
+        "called on a view whose response_mask holds on-policy tokens (reads 'responses' for its width only)",
+        "026ebc3947fc",
+    ),
+    VerlTouch(
+        "relies on",
+        f"{_TRAINER}.fit",
+        "MIXRayPPOTrainer._compute_advantage (timer)",
+        "self.timing_raw is the step's timing dict (no argument carries it to _compute_advantage)",
+        "7d83a81c2e62",
+    ),
+    VerlTouch(
+        "private",
+        "verl.trainer.ppo.v1.trainer_base:register_trainer",
+        "verl_compat.use_sync_trainer",
+        "TRAINER_REGISTRY['sync'] is replaced in the task runner's process: register_trainer refuses a "
+        "second 'sync' and V1 code compares the mode to the string 'sync', so a new name changes paths",
+        "40ec333837ab",
+    ),
+    VerlTouch(
+        "override",
+        "verl.trainer.main_ppo:TaskRunnerV1.__ray_actor_class__.run",
+        "mix_src.task_runner.MixTaskRunner, cpu.trainer.CpuTaskRunner",
+        "selects the trainer class (use_sync_trainer) in the task runner's process, then veRL's run",
+        "26be986901db",
+    ),
+    # -- workers ------------------------------------------------------------------------------
+    VerlTouch(
+        "override",
+        f"{_WORKER}.__init__",
+        "cpu.worker.CpuActorRolloutRefWorker, CpuMixActorRolloutRefWorker",
+        "the CPU platform's gloo group must exist before veRL's own process-group init",
+        "7ec3b78b884c",
+    ),
+    VerlTouch(
+        "override",
+        f"{_WORKER}.init_model",
+        "MixActorRolloutRefWorker",
+        "installs LUFFY's loss with set_loss_fn after veRL built the actor config",
+        "d1598903d824",
+    ),
+    VerlTouch(
+        "private",
+        f"{_WORKER}.init_model",
+        "verl_compat.bound_loss_config",
+        "the actor's dataclass config exists only as loss_fn.keywords['config'] (partial(ppo_loss, config=...))",
+        "d1598903d824",
+    ),
+    VerlTouch(
+        "relies on",
+        "verl.workers.utils.losses:ppo_loss",
+        "mix_src.mix_loss.luffy_ppo_loss",
+        "wrapped whole; its registered policy loss gets no batch fields, so the off-policy mask reaches "
+        "luffy_policy_loss through a ContextVar set only while ppo_loss runs (synchronously)",
+        "d7c0f8772b44",
+    ),
+    VerlTouch(
+        "private",
+        "verl.workers.engine.base:EngineRegistry",
+        "verl_compat.registered_engines (cpu.engine)",
+        "EngineRegistry._engines is read so a second plugin load does not re-register (register asserts)",
+        "f07ea1601100",
+    ),
+    VerlTouch(
+        "private",
+        "verl.base_config:BaseConfig",
+        "mix_src.mix_config.LuffyActorConfig",
+        "_mutable_fields extended so __post_init__ can set loss_agg_mode / loss_scale_factor",
+        "40025f28a710",
+    ),
+    VerlTouch(
+        "private",
+        "verl.workers.rollout.base:get_rollout_class",
+        "verl_compat.register_rollout_adapter (cpu)",
+        "veRL has no public hook for worker-side rollout adapters: get_rollout_class reads _ROLLOUT_REGISTRY",
+        "d0be5827f121",
+    ),
+    VerlTouch(
+        "override",
+        "verl.workers.config.actor:FSDPActorConfig.__post_init__",
+        "mix_src.mix_config.LuffyActorConfig",
+        "veRL's checks, then LUFFY's: its loss keys validated and parsed where they enter",
+        "be330dbcd036",
+    ),
+    VerlTouch(
+        "override",
+        "verl.workers.config.rollout:RolloutConfig.__post_init__",
+        "mix_src.mix_config.LuffyRolloutConfig",
+        "veRL's checks, then LUFFY's rollout keys",
+        "6e56bfc92e4e",
+    ),
+    VerlTouch(
+        "override",
+        "verl.workers.rollout.base:BaseRollout.__init__",
+        "cpu.rollout.HFCpuServerAdapter",
+        "the hf_cpu rollout's worker side (veRL's base stores config, model config and mesh)",
+        "1d439e8b5434",
+    ),
+    VerlTouch(
+        "override",
+        "verl.workers.rollout.replica:RolloutReplica.rollout_worker_use_gpu",
+        "cpu.rollout.HFCpuReplica",
+        "the hf_cpu server runs on no GPU",
+        "e419bea70756",
+    ),
+    VerlTouch(
+        "override",
+        "verl.plugin.platform.platform_base:PlatformBase.is_platform_available",
+        "cpu.platform.CpuPlatform",
+        "never auto-detected: only VERL_PLATFORM=cpu selects the cpu platform",
+        "6bd97995cf20",
+    ),
+    # -- agent loop, data, sampler ------------------------------------------------------------
+    VerlTouch(
+        "override",
+        "verl.experimental.agent_loop.single_turn_agent_loop:SingleTurnAgentLoop.run",
+        "MixAgentLoop.run (calls it for every session)",
+        "an off-policy session swaps self.server_manager for _TargetServer: relies on run making exactly "
+        "one server_manager.generate call and laying out its token_ids / log_probs / extra_fields",
+        "1baec41cee2d",
+    ),
+    VerlTouch(
+        "override",
+        "verl.experimental.agent_loop.single_turn_agent_loop:SingleTurnAgentLoop.__init__",
+        "MixAgentLoop.__init__",
+        "veRL's init, then LUFFY's rollout keys read once per session",
+        "5ce372e66a0d",
+    ),
+    VerlTouch(
+        "override",
+        "verl.utils.dataset.rl_dataset:RLHFDataset.maybe_filter_out_long_prompts",
+        "mix_src.dataset.LuffyRLHFDataset",
+        "checks the target column on the loaded frame, then veRL's filter",
+        "e3dfcd9bb62a",
+    ),
+    VerlTouch(
+        "override",
+        "verl.utils.dataset.rl_dataset:RLHFDataset.__getitem__",
+        "mix_src.dataset.LuffyRLHFDataset",
+        "normalises the target column of veRL's row dict (drops it for validation sets)",
+        "c0ba8f285fe7",
+    ),
+    VerlTouch(
+        "override",
+        "verl.utils.dataset.rl_dataset:RLHFDataset.__init__",
+        "mix_src.dataset.LuffyRLHFDataset",
+        "reads LUFFY's data keys before veRL loads the files",
+        "246f18a04aae",
+    ),
+    VerlTouch(
+        "override",
+        "verl.trainer.ppo.v1.replay_buffer:ReplayBuffer.__init__",
+        "cpu.replay_buffer.FastPollReplayBuffer",
+        "poll_interval is a constructor argument the config does not expose",
+        "0c37a4862999",
+    ),
+)
+
+
+def resolve(target: str) -> Any:
+    """The veRL object named ``"module:Qualified.name"``."""
+    module_name, _, qualname = target.partition(":")
+    obj: Any = importlib.import_module(module_name)
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def source_hash(target: str) -> str:
+    """First 12 hex digits of sha256 of the target's source."""
+    obj = inspect.unwrap(resolve(target))
+    return hashlib.sha256(inspect.getsource(obj).encode()).hexdigest()[:12]
+
+
+def drifted() -> list[tuple[VerlTouch, str]]:
+    """Rows whose veRL source no longer has the recorded hash, with the installed hash."""
+    out = []
+    for touch in TOUCHES:
+        installed = source_hash(touch.target)
+        if installed != touch.sha:
+            out.append((touch, installed))
+    return out
+
+
+# -- the private touches (the only code in luffy that reads or writes these) ---------------------
+
+
+def use_sync_trainer(trainer_cls: type) -> None:
+    """Make veRL's V1 task runner build ``trainer_cls`` for ``trainer.v1.trainer_mode=sync`` (this process)."""
+    from verl.trainer.ppo.v1 import trainer_base
+
+    trainer_base.TRAINER_REGISTRY["sync"] = trainer_cls
+
+
+def registered_engines(model_type: str) -> dict[str, dict[str, type]]:
+    """veRL's ``EngineRegistry`` entries of ``model_type``: ``{backend: {device: engine class}}``."""
+    from verl.workers.engine import EngineRegistry
+
+    return EngineRegistry._engines.get(model_type, {})
+
+
+def register_rollout_adapter(name: str, mode: str, class_path: str) -> None:
+    """Register a worker-side rollout adapter (``"module.Class"``) for ``rollout.name=name``, ``mode``."""
+    from verl.workers.rollout.base import _ROLLOUT_REGISTRY
+
+    _ROLLOUT_REGISTRY[(name, mode)] = class_path
+
+
+def bound_loss_config(worker: Any) -> Any:
+    """The actor config veRL bound to the worker's default loss (``partial(ppo_loss, config=...)``)."""
+    return worker.loss_fn.keywords["config"]
