@@ -34,7 +34,7 @@ def test_drift_check_names_a_changed_row(monkeypatch):
     row = TOUCHES[2]
     changed = dataclasses.replace(row, sha="0" * 12)
     monkeypatch.setattr(verl_compat, "TOUCHES", (TOUCHES[0], changed))
-    assert verl_compat.drifted() == [(changed, row.sha)]
+    assert verl_compat.drifted() == [(changed, verl_compat.source_hash(row.target))]
 
 
 def _luffy_modules():
