@@ -184,7 +184,7 @@ TOUCHES: tuple[VerlTouch, ...] = (
         "override",
         "verl.workers.config.actor:FSDPActorConfig.__post_init__",
         "mix_src.mix_config.LuffyActorConfig",
-        "veRL's checks, then LUFFY's: its loss keys validated and parsed where they enter",
+        "veRL's checks, then LUFFY's loss keys; sets loss_agg_mode / loss_scale_factor from loss_remove_token_mean",
         "be330dbcd036",
     ),
     VerlTouch(

@@ -9,9 +9,10 @@ Two pure-torch functions that the LUFFY trainer calls directly:
 
 Both work on CPU and GPU, accept float32/bfloat16 inputs and compute in float32 (float64 inputs stay
 float64). The loss is aggregated by veRL's own ``agg_loss`` with veRL's global batch information, so
-its normalisation is the one veRL applies to every other loss term. Neither function is registered with
-veRL's policy-loss registry: that registry's callables never see the off-policy mask, so the trainer
-calls them itself (``mix_loss.py``).
+its normalisation is the one veRL applies to every other loss term. Neither function is itself a
+veRL registry entry; thin adapters are (``registration.py``): ``grpo_split`` (``advantage.py``, which
+the trainer calls with the off-policy flags) and the ``luffy_mixed`` policy loss (``mix_loss.py``,
+which receives the off-policy token mask from LUFFY's ``ppo_loss`` wrapper).
 """
 
 from __future__ import annotations

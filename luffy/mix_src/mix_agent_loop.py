@@ -32,6 +32,7 @@ from verl.experimental.agent_loop.agent_loop import AgentLoopOutput
 from verl.experimental.agent_loop.single_turn_agent_loop import SingleTurnAgentLoop
 from verl.workers.rollout.replica import TokenOutput
 
+from luffy.mix_src.mix_config import LuffyRolloutConfig
 from luffy.mix_src.mix_fields import OFF_POLICY_KEY, PREFIX_LEN_KEY
 from luffy.mix_src.prefix import prefix_ratio
 from luffy.tokens import TargetEncoder
@@ -80,15 +81,19 @@ class MixAgentLoop(SingleTurnAgentLoop):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         rollout = self.rollout_config
-        self.n_prefix = int(rollout.get("n_prefix", 0))
-        self.prefix_strategy = rollout.get("prefix_strategy", "random")
-        self.min_prefix_ratio = float(rollout.get("min_prefix_ratio", 1.0))
-        self.max_prefix_ratio = float(rollout.get("max_prefix_ratio", 1.0))
-        self.prefix_share = bool(rollout.get("prefix_share_across_samples", False))
-        self.max_prefix_len = int(rollout.get("max_prefix_len", self.response_length))
-        self.prefix_steps = int(rollout.get("prefix_steps", 1000))
-        self.prefix_linear_max_ratio = float(rollout.get("prefix_linear_max_ratio", 0.8))
-        self.use_target_lst = bool(rollout.get("use_target_lst", True))
+
+        def key(name: str):  # a rollout config without LUFFY's keys reads LuffyRolloutConfig's defaults
+            return rollout.get(name, getattr(LuffyRolloutConfig, name))
+
+        self.n_prefix = int(key("n_prefix"))
+        self.prefix_strategy = key("prefix_strategy")
+        self.min_prefix_ratio = float(key("min_prefix_ratio"))
+        self.max_prefix_ratio = float(key("max_prefix_ratio"))
+        self.prefix_share = bool(key("prefix_share_across_samples"))
+        self.max_prefix_len = int(key("max_prefix_len"))
+        self.prefix_steps = int(key("prefix_steps"))
+        self.prefix_linear_max_ratio = float(key("prefix_linear_max_ratio"))
+        self.use_target_lst = bool(key("use_target_lst"))
 
     async def run(self, sampling_params: dict[str, Any], **kwargs) -> AgentLoopOutput:
         session_id = int(kwargs.get("session_id", 0))

@@ -2,7 +2,7 @@
 
 Hydra config::
 
-    reward.custom_reward_function.path=<repo>/luffy/mix_src/reward.py
+    reward.custom_reward_function.path=pkg://luffy.mix_src.reward
     reward.custom_reward_function.name=compute_score
     +reward.custom_reward_function.reward_kwargs.format_penalty=0.0
 
