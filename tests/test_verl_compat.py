@@ -83,3 +83,9 @@ def test_private_verl_attributes_are_touched_only_in_verl_compat():
         if PRIVATE.search(line.split("#")[0]) and not line.strip().startswith(("#", '"', "``", "veRL"))
     ]
     assert not users, users
+
+
+def test_readme_table_lists_every_row():
+    readme = (LUFFY_DIR.parent / "README.md").read_text()
+    missing = [t.target for t in TOUCHES if f"`{t.verl_file}`: `{t.target.split(':')[1]}`" not in readme]
+    assert not missing, f"rows of luffy/verl_compat.py missing from README's 'How LUFFY plugs into veRL': {missing}"
