@@ -63,6 +63,7 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+@pytest.mark.slow  # starts the entry point or Ray in a subprocess
 def test_registrations_after_import_verl_on_cpu_platform():
     """Plugin loading registers everything; the worker's gloo group lets veRL's own init pass."""
     env = {

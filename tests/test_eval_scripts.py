@@ -130,6 +130,7 @@ def resumed_run(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path, eval
     return {"out": out, "summary": summary, "done_lines": done_lines}
 
 
+@pytest.mark.slow  # starts the entry point or Ray in a subprocess
 def test_generate_resumes_after_kill(resumed_run: dict) -> None:
     out, done_lines = resumed_run["out"], resumed_run["done_lines"]
     assert 2 <= len(done_lines) < 18, "the first run should have been killed half-way"
@@ -138,6 +139,7 @@ def test_generate_resumes_after_kill(resumed_run: dict) -> None:
     assert out.read_text().split("\n")[: len(done_lines)] == done_lines  # finished lines untouched
 
 
+@pytest.mark.slow  # shares the killed-and-resumed generation run
 def test_generate_jsonl_end_to_end(resumed_run: dict) -> None:
     records = read_jsonl(resumed_run["out"])
     for r in records:

@@ -564,6 +564,7 @@ def test_config_types_and_ranges_are_refused_with_the_range(override, words):
     assert all(w in str(err.value) for w in words), str(err.value)
 
 
+@pytest.mark.slow  # starts the entry point or Ray in a subprocess
 def test_config_type_error_is_one_line_from_the_entry_point(tmp_path):
     """Exit 2 and one line before Ray starts, even with HYDRA_FULL_ERROR=1 (the tiny scripts set it)."""
     proc = subprocess.run(

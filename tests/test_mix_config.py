@@ -139,6 +139,7 @@ def _run_main(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow  # starts the entry point or Ray in a subprocess
 def test_entry_point_fails_early_naming_the_key():
     start = time.monotonic()
     proc = _run_main("actor_rollout_ref.actor.off_policy_reshape=bogus")
@@ -150,12 +151,14 @@ def test_entry_point_fails_early_naming_the_key():
     assert elapsed < 240, elapsed  # import of veRL dominates; no Ray, no model
 
 
+@pytest.mark.slow  # starts the entry point or Ray in a subprocess
 def test_entry_point_rejects_unknown_keys():
     proc = _run_main("actor_rollout_ref.actor.off_policy_reshap=p_div_p_0.1")
     assert proc.returncode != 0
     assert "off_policy_reshap" in proc.stderr
 
 
+@pytest.mark.slow  # starts the entry point or Ray in a subprocess
 def test_entry_point_prints_composed_config():
     proc = _run_main("--cfg", "job")
     assert proc.returncode == 0, proc.stderr[-2000:]

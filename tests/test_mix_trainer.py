@@ -19,6 +19,8 @@ import luffy.plugin  # noqa: F401
 from luffy.mix_src.mix_fields import OFF_POLICY_KEY, PREFIX_LEN_KEY
 from luffy.mix_src.mix_trainer import MIXRayPPOTrainer
 
+pytestmark = pytest.mark.slow  # a local Ray cluster and TransferQueue for the module (~25 s to start)
+
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "luffy" / "mix_src" / "config"
 N, N_PREFIX = 4, 1
 # 3 prompts x 4 sessions; session 0 is the target (prompt 2's target keeps only a 2-token prefix)

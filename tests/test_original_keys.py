@@ -166,6 +166,7 @@ def test_hydra_flags_and_plain_keys_pass_through():
     assert translate_overrides(args) == args
 
 
+@pytest.mark.slow  # starts the entry point or Ray in a subprocess
 def test_refusal_happens_before_ray_starts():
     result = subprocess.run(
         [sys.executable, "-m", "luffy.mix_src.main_mix_ppo", "actor_rollout_ref.actor.use_sft_multitask_loss=True"],

@@ -150,6 +150,7 @@ def test_attention_falls_back_to_sdpa_without_flash_attn(monkeypatch, capsys):
     assert "override_config" not in cfg.actor_rollout_ref.model
 
 
+@pytest.mark.slow  # starts the entry point or Ray in a subprocess
 @pytest.mark.parametrize("case", ["context", "wandb", "targets"])
 def test_entry_point_refuses_before_ray(case, tiny_model_dir, tmp_path):
     """The three refusals as a user meets them: one line on stderr, non-zero exit, no Ray."""

@@ -5,7 +5,10 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
 
+
+@pytest.mark.slow  # starts the entry point or Ray in a subprocess
 def test_names_registered_by_the_plugin_entry_point():
     # a fresh interpreter: only `import verl` (entry point verl.plugins -> luffy.plugin) may register them
     code = (
