@@ -20,6 +20,8 @@ from transformers import AutoModelForCausalLM
 from luffy.cpu.hf_server import HFRolloutServer
 from luffy.cpu.rollout import HFCpuReplica, HFCpuServerAdapter
 
+pytestmark = pytest.mark.slow  # Ray actors serving the tiny model (~60 s under load)
+
 PROMPT = [5, 17, 33, 80, 9, 101, 7]
 SHORT_PROMPT = [44, 12]
 
@@ -211,7 +213,10 @@ def test_sleep_wake_abort_resume(server):
 
     long_params = dict(temperature=1.0, max_tokens=2500, ignore_eos=True)
     running = server.generate.remote(prompt_ids=PROMPT, sampling_params=long_params, request_id="long")
-    time.sleep(1.0)
+    deadline = time.monotonic() + 60
+    while not any(ray.get(server.get_state.remote())[k] for k in ("queued", "running")):  # until it arrived
+        assert time.monotonic() < deadline, "the long request never reached the server"
+        time.sleep(0.01)
     ray.get(server.abort_all_requests.remote())
     aborted = ray.get(running, timeout=60)
     assert aborted.stop_reason == "aborted"

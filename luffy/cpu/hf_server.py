@@ -262,6 +262,7 @@ class HFRolloutServer:
         self.asleep = False
         self.weights_version = 0
         self._queue: list[_Request] = []
+        self._running = 0  # requests in the batch being generated
         self._epoch = 0  # bumped by abort_all_requests: older requests are answered "aborted"
         self._paused = False
         self._resume: asyncio.Event | None = None
@@ -362,7 +363,11 @@ class HFRolloutServer:
                 batch = [r for r in self._queue if r.spec == head][: self.max_batch]
                 taken = {id(r) for r in batch}
                 self._queue = [r for r in self._queue if id(r) not in taken]
-                await self._run_batch(batch)
+                self._running = len(batch)
+                try:
+                    await self._run_batch(batch)
+                finally:
+                    self._running = 0
 
     async def _run_batch(self, batch: list[_Request]) -> None:
         epoch = self._epoch
@@ -472,11 +477,12 @@ class HFRolloutServer:
         return self.weights_version
 
     async def get_state(self) -> dict[str, Any]:
-        """Diagnostics: sleep/pause flags, queue length, weight version and step."""
+        """Diagnostics: sleep/pause flags, queued and running requests, weight version and step."""
         return {
             "asleep": self.asleep,
             "paused": self._paused,
             "queued": len(self._queue),
+            "running": self._running,
             "weights_version": self.weights_version,
             "global_steps": self.global_steps,
         }
