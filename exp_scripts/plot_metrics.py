@@ -60,17 +60,17 @@ def read_metrics(paths: list[Path]) -> dict[int, dict[str, float]]:
     return by_step
 
 
-def plot(by_step: dict[int, dict[str, float]], out: Path, title: str) -> int:
-    """Draw the panels into ``out``; returns the number of curves drawn."""
+def plot(by_step: dict[int, dict[str, float]], out: Path, title: str) -> dict[str, tuple[list[int], list[float]]]:
+    """Draw the panels into ``out``; returns each drawn curve's ``(steps, values)`` by metric key."""
     fig, axes = plt.subplots(2, 2, figsize=(11, 7))
-    drawn = 0
+    drawn: dict[str, tuple[list[int], list[float]]] = {}
     for ax, (panel, series) in zip(axes.flat, PANELS):
         for key, label in series:
             points = [(s, m[key]) for s, m in sorted(by_step.items()) if key in m and math.isfinite(m[key])]
             if points:
                 steps, values = zip(*points)
-                ax.plot(steps, values, marker="o", label=label)
-                drawn += 1
+                (line,) = ax.plot(steps, values, marker="o", label=label)
+                drawn[key] = (list(line.get_xdata()), list(line.get_ydata()))  # what the figure shows
         ax.set_title(panel)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     if not by_step:
         raise LuffyDataError("no metrics in the given file(s)")
     drawn = plot(by_step, args.out, args.title)
-    print(f"wrote {args.out} ({len(by_step)} steps, {drawn} curves)")
+    print(f"wrote {args.out} ({len(by_step)} steps, {len(drawn)} curves)")
     return 0
 
 

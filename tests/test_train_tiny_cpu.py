@@ -108,6 +108,17 @@ def test_resume_continues_from_the_checkpoint_in_data_order(tiny_run):
     assert len(resumed_prompts) == BATCH and not resumed_prompts & seen
 
 
-def test_figure_written(tiny_run):
+def test_figure_written(tiny_run, tmp_path):
     figure = tiny_run / "figure.png"
     assert figure.is_file() and figure.stat().st_size > 10_000
+    # the curves drawn are the run's per-step metrics, every step of the run and its resume
+    sys.path.insert(0, str(REPO_ROOT / "exp_scripts"))
+    from plot_metrics import plot as plot_curves
+    from plot_metrics import read_metrics
+
+    by_step = read_metrics([tiny_run / "metrics.jsonl", tiny_run / "metrics_resume.jsonl"])
+    drawn = plot_curves(by_step, tmp_path / "again.png", "check")
+    steps, probs = drawn["luffy/off_policy_prob"]
+    assert steps == list(range(1, STEPS + 2))
+    assert probs == [by_step[s]["luffy/off_policy_prob"] for s in steps]
+    assert {"luffy/reward_on_policy", "luffy/reward_off_policy", "response_length/mean"} <= set(drawn)
