@@ -6,24 +6,21 @@ sampled token ids, their log-probs and a stop reason; the trainer drives the sam
 (``wake_up``, ``sleep``, ``abort_all_requests``, ``resume_generation``, kv-cache calls) and the
 worker-side adapter pushes the actor's weights after every update.
 
-Concurrent requests with the same sampling parameters are generated as one left-padded batch.
-Sampling follows vLLM: ``temperature == 0`` is greedy, ``top_k <= 0`` and ``top_p == 1`` disable
-truncation, EOS ends a sequence (and is returned, as vLLM does) unless ``ignore_eos``. Log-probs are
-those of the sampled tokens under ``softmax(logits / temperature)`` (raw logits when greedy): what
-veRL's actor computes for the same tokens, and vLLM's ``processed_logprobs`` when no top-k/top-p
-truncation applies.
+Concurrent requests with the same sampling parameters are generated as one left-padded batch by
+:class:`luffy.cpu.hf_generator.HFGenerator` (sampling as vLLM samples; see that module).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from verl.workers.rollout.replica import TokenOutput
+
+from luffy.cpu.hf_generator import GenerationResult, HFGenerator, SamplingSpec
 
 logger = logging.getLogger(__name__)
 
@@ -42,38 +39,12 @@ _KNOWN_PARAMS = {
 }
 
 
-@dataclass(frozen=True)
-class SamplingSpec:
-    """Normalised sampling parameters of one request; requests with equal specs share a batch."""
-
-    max_tokens: int
-    temperature: float = 1.0
-    top_p: float = 1.0
-    top_k: int = -1
-    repetition_penalty: float = 1.0
-    ignore_eos: bool = False
-    logprobs: bool = False
-
-    @property
-    def greedy(self) -> bool:
-        return self.temperature <= 0.0
-
-
 @dataclass
 class _Request:
     prompt_ids: list[int]
     spec: SamplingSpec
     future: asyncio.Future
     epoch: int
-
-
-@dataclass
-class GenerationResult:
-    """One generated sequence: tokens (EOS included when hit), their log-probs and why it stopped."""
-
-    token_ids: list[int]
-    log_probs: list[float] = field(default_factory=list)
-    finish_reason: str = "length"  # "stop" (EOS), "length" (max_tokens) or "abort"
 
 
 def _model_path(model_config: Any) -> str:
@@ -83,162 +54,6 @@ def _model_path(model_config: Any) -> str:
     if not path:
         raise ValueError("rollout model config has neither local_path nor path; set actor_rollout_ref.model.path")
     return str(path)
-
-
-def _as_list(value: int | Iterable[int] | None) -> list[int]:
-    if value is None:
-        return []
-    if isinstance(value, int):
-        return [value]
-    return [int(v) for v in value]
-
-
-class HFGenerator:
-    """A causal LM plus the sampling loop; no Ray, no asyncio (the server runs it in a thread).
-
-    Args:
-        model_path: HF checkpoint folder (config, weights, generation config).
-        dtype: parameter dtype; float32 keeps log-probs comparable with the actor's.
-        attn_implementation: transformers attention backend ("sdpa" or "eager" on CPU).
-    """
-
-    def __init__(self, model_path: str, dtype: torch.dtype = torch.float32, attn_implementation: str = "sdpa"):
-        from transformers import AutoModelForCausalLM, GenerationConfig
-
-        self.model = AutoModelForCausalLM.from_pretrained(
-            model_path, dtype=dtype, attn_implementation=attn_implementation
-        )
-        self.model.eval()
-        try:
-            gen_config = GenerationConfig.from_pretrained(model_path)
-        except OSError:
-            gen_config = self.model.generation_config
-        cfg = self.model.config
-        self.eos_token_ids = _as_list(gen_config.eos_token_id) or _as_list(cfg.eos_token_id)
-        pad = gen_config.pad_token_id if gen_config.pad_token_id is not None else cfg.pad_token_id
-        self.pad_token_id = int(pad) if pad is not None else (self.eos_token_ids[0] if self.eos_token_ids else 0)
-        self._state = self.model.state_dict()
-
-    # -- weights ---------------------------------------------------------------------------------
-    @torch.no_grad()
-    def load_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> int:
-        """Copy HF-named tensors into the model in place; returns how many were loaded.
-
-        Raises:
-            ValueError: a name the model does not have, or a shape mismatch.
-        """
-        loaded = 0
-        for name, tensor in named_tensors:
-            target = self._state.get(name)
-            if target is None:
-                raise ValueError(f"weight {name!r} is not a parameter of the rollout model")
-            if target.shape != tensor.shape:
-                raise ValueError(f"weight {name!r}: shape {tuple(tensor.shape)} != model's {tuple(target.shape)}")
-            target.copy_(tensor.to(dtype=target.dtype))
-            loaded += 1
-        return loaded
-
-    # -- generation ------------------------------------------------------------------------------
-    def _warp(self, logits: torch.Tensor, spec: SamplingSpec) -> torch.Tensor:
-        """Temperature, then top-k, then top-p masking (vLLM's order); logits (B, V) -> (B, V)."""
-        logits = logits / spec.temperature
-        vocab = logits.shape[-1]
-        if 0 < spec.top_k < vocab:
-            kth = torch.topk(logits, spec.top_k, dim=-1).values[:, -1:]  # (B, 1)
-            logits = logits.masked_fill(logits < kth, float("-inf"))
-        if spec.top_p < 1.0:
-            sorted_logits, sorted_idx = torch.sort(logits, dim=-1, descending=True)  # (B, V)
-            probs = sorted_logits.softmax(dim=-1)
-            # keep the smallest prefix whose mass reaches top_p: drop a token when the mass before it >= top_p
-            mass_before = probs.cumsum(dim=-1) - probs  # (B, V)
-            drop_sorted = mass_before >= spec.top_p
-            drop = torch.zeros_like(drop_sorted).scatter(-1, sorted_idx, drop_sorted)
-            logits = logits.masked_fill(drop, float("-inf"))
-        return logits
-
-    @torch.no_grad()
-    def generate(
-        self,
-        prompts: list[list[int]],
-        spec: SamplingSpec,
-        should_abort: Any = None,
-        generator: torch.Generator | None = None,
-    ) -> list[GenerationResult]:
-        """Generate a continuation for each prompt with one batched KV-cached decode loop.
-
-        Args:
-            prompts: token ids per request (lengths may differ; they are left-padded).
-            spec: sampling parameters shared by the batch.
-            should_abort: optional callable polled every step; when it returns True the batch stops
-                and every unfinished sequence ends with ``finish_reason="abort"``.
-            generator: RNG for sampling (``None``: torch's global RNG).
-        """
-        batch = len(prompts)
-        width = max(len(p) for p in prompts)
-        input_ids = torch.full((batch, width), self.pad_token_id, dtype=torch.long)  # (B, P)
-        attention_mask = torch.zeros((batch, width), dtype=torch.long)  # (B, P)
-        for i, p in enumerate(prompts):
-            input_ids[i, width - len(p) :] = torch.tensor(p, dtype=torch.long)
-            attention_mask[i, width - len(p) :] = 1
-
-        results = [GenerationResult(token_ids=[]) for _ in prompts]
-        done = torch.zeros(batch, dtype=torch.bool)  # (B,)
-        past = None
-        step_ids = input_ids
-        for _ in range(spec.max_tokens):
-            if should_abort is not None and should_abort():
-                for i in range(batch):
-                    if not done[i]:
-                        results[i].finish_reason = "abort"
-                return results
-            # positions count real tokens only, so left padding does not shift them
-            position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)[:, -step_ids.shape[1] :]
-            out = self.model(
-                input_ids=step_ids,
-                attention_mask=attention_mask,
-                position_ids=position_ids,
-                past_key_values=past,
-                use_cache=True,
-            )
-            past = out.past_key_values
-            logits = out.logits[:, -1, :].float()  # (B, V)
-            if spec.repetition_penalty != 1.0:
-                logits = self._repetition_penalty(logits, input_ids, results, spec.repetition_penalty)
-            if spec.greedy:
-                next_tokens = logits.argmax(dim=-1)  # (B,)
-                logp = logits.log_softmax(dim=-1)
-            else:
-                logp = (logits / spec.temperature).log_softmax(dim=-1)  # (B, V)
-                probs = self._warp(logits, spec).softmax(dim=-1)
-                next_tokens = torch.multinomial(probs, 1, generator=generator).squeeze(-1)  # (B,)
-            token_logp = logp.gather(-1, next_tokens[:, None]).squeeze(-1)  # (B,)
-            for i in range(batch):
-                if done[i]:
-                    continue
-                tok = int(next_tokens[i])
-                results[i].token_ids.append(tok)
-                results[i].log_probs.append(float(token_logp[i]))
-                if not spec.ignore_eos and tok in self.eos_token_ids:
-                    done[i] = True
-                    results[i].finish_reason = "stop"
-            if bool(done.all()):
-                break
-            next_tokens = torch.where(done, torch.full_like(next_tokens, self.pad_token_id), next_tokens)
-            step_ids = next_tokens[:, None]  # (B, 1)
-            attention_mask = torch.cat([attention_mask, (~done).long()[:, None]], dim=-1)
-        return results
-
-    @staticmethod
-    def _repetition_penalty(
-        logits: torch.Tensor, prompt_ids: torch.Tensor, results: list[GenerationResult], penalty: float
-    ) -> torch.Tensor:
-        """CTRL-style penalty on every token already in prompt or output (vLLM/HF semantics)."""
-        logits = logits.clone()
-        for i, res in enumerate(results):
-            seen = torch.unique(torch.cat([prompt_ids[i], torch.tensor(res.token_ids, dtype=torch.long)]))
-            vals = logits[i, seen]
-            logits[i, seen] = torch.where(vals > 0, vals / penalty, vals * penalty)
-        return logits
 
 
 class HFRolloutServer:
