@@ -64,6 +64,7 @@ def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+@pytest.mark.slow  # runs the script in a subprocess
 @pytest.mark.parametrize("script", ["generate_vllm.py", "score.py", "plot_results.py", "infer.py"])
 def test_help(script: str) -> None:
     assert "usage" in run_script(script, "--help").stdout
@@ -194,6 +195,7 @@ def test_plot_results(tmp_path: Path) -> None:
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow  # runs the script in a subprocess
 def test_clear_errors(tmp_path: Path, tiny_model: Path) -> None:
     base = ["--engine", "hf", "--model_path", tiny_model, "--output_file", tmp_path / "o.jsonl"]
     proc = run_script("generate_vllm.py", *base, "--input_file", tmp_path / "missing.jsonl", check=False)

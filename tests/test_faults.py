@@ -212,6 +212,7 @@ def test_iter_jsonl_reports_each_bad_line_and_reads_the_rest(tmp_path):
     assert bad[31].startswith("not valid Unicode text") and "\\ud800" in bad[31]
 
 
+@pytest.mark.slow  # runs the script in a subprocess
 def test_prepare_train_loses_only_the_bad_lines(tmp_path):
     path = _jsonl_with_bad_lines(tmp_path / "in.jsonl")
     proc = run_script(REPO / "data/prepare_train.py", "--input", path, "--output_dir", tmp_path / "out",
@@ -252,6 +253,7 @@ def test_score_skips_undecodable_lines_and_scores_the_rest(tmp_path, capsys):
 BAD_ANSWERS = {"nan": math.nan, "inf": math.inf, "dict": {"a": 1}, "list": [1, 2], "bool": True}
 
 
+@pytest.mark.slow  # runs the script in a subprocess
 def test_unusable_answers_are_skipped_with_a_reason_at_preparation(tmp_path):
     rows = [good_row(i) for i in range(10)]
     for i, value in enumerate(BAD_ANSWERS.values()):
@@ -496,6 +498,7 @@ def test_killed_driver_leaves_no_ray_and_no_checkpoint_is_deleted(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------- (6)
+@pytest.mark.slow  # runs the script in a subprocess
 @pytest.mark.parametrize("case", ["output_dir_is_a_file", "empty_parquet", "missing_input"])
 def test_prepare_train_user_mistakes_are_one_line(tmp_path, case):
     good = tmp_path / "in.jsonl"

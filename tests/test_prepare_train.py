@@ -214,6 +214,7 @@ def _cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow  # runs the script in a subprocess
 def test_cli_hub_name_offline_gives_one_error_line(tmp_path: Path) -> None:
     proc = _cli("--input", "Elliott/Openr1-Math-46k-8192", "--output_dir", str(tmp_path),
                 env={"HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"})
@@ -223,6 +224,7 @@ def test_cli_hub_name_offline_gives_one_error_line(tmp_path: Path) -> None:
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow  # runs the script in a subprocess
 def test_cli_run_prints_summary(tmp_path: Path) -> None:
     source = write_jsonl(raw_rows(), tmp_path / "in.jsonl")
     proc = _cli("--input", str(source), "--output_dir", str(tmp_path / "out"), "--val_size", "2", "--no_progress")

@@ -282,6 +282,7 @@ def test_on_policy_recipe_on_two_nodes(tmp_path):
     cluster.remove_temp_dir()  # kept (with Ray's logs) when the test failed
 
 
+@pytest.mark.slow  # runs the script in a subprocess
 def test_sft_recipe_composes_in_verls_sft_config_and_reads_prepare_sft_output(tmp_path):
     """train_sft.sh is not trained on the CPU (README: veRL's sft_trainer process group); its command
     line is: recorded through TORCHRUN, composed against veRL's own sft_trainer_engine config, and its
