@@ -275,3 +275,14 @@ def test_counts_of_a_mini_batch():
     # targets: 6 + 2 tokens; on-policy: 2 left of sample 1, 5 + 3 of samples 2 and 3, in 3 responses
     assert assign_sft_counts(data) == (8, 10, 3)
     assert tu.get_non_tensor_data(data, key="luffy_target_tokens", default=None) == 8
+
+
+def test_a_mini_batch_without_targets_reports_no_sft_loss():
+    # V1 hands samples over in completion order, so a whole mini-batch can be on-policy samples only
+    config = _sft_config()
+    data, model_output, *_ = _micro_batch(seed=8)
+    data["extra_fields"] = NonTensorStack(*[{OFF_POLICY_KEY: False}] * len(RESPONSE_LENS))
+    assert assign_sft_counts(data) == (0, sum(RESPONSE_LENS), len(RESPONSE_LENS))
+    loss, metrics = luffy_ppo_loss(config, model_output, data)
+    assert "actor/sft_loss" not in metrics and "actor/off_policy_prob" not in metrics
+    assert float(loss) == pytest.approx(_value(metrics["actor/pg_loss"]), rel=1e-6)

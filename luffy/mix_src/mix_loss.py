@@ -192,7 +192,8 @@ def luffy_ppo_loss(config: Any, model_output: dict, data: TensorDict, dp_group: 
         log_prob = no_padding_2_padding(model_output["log_probs"], data)  # (B, T)
         sft_loss = sft_nll_loss(log_prob, off_mask, counts.target_tokens, int(info.get("dp_size") or 1))
         loss = loss + config.sft_loss_coef * sft_loss
-        metrics["actor/sft_loss"] = Metric(value=sft_loss.detach(), aggregation=aggregation)
+        if counts.target_tokens > 0:  # a mini-batch without targets has no NLL to report (not 0)
+            metrics["actor/sft_loss"] = Metric(value=sft_loss.detach(), aggregation=aggregation)
         if off_mask.any():
             p = log_prob.detach().float().exp()
             metrics["actor/off_policy_prob"] = float((p * off_mask).sum() / off_mask.sum())
