@@ -1,7 +1,9 @@
 """Prepare LUFFY training data: prompts + off-policy target traces in veRL's RL parquet schema.
 
 With no arguments it prepares LUFFY's published set (hub name ``Elliott/Openr1-Math-46k-8192``,
-needs network) into ``data/openr1/train.parquet``, the file ``exp_scripts/train.sh`` reads.
+needs network) into ``data/openr1/train.parquet``, the file ``exp_scripts/train.sh`` reads. With
+``--complement`` the defaults are LUFFY's SFT-then-RL problem set instead (``Elliott/Openr1-Math-48k-Complement``,
+disjoint from the SFT traces) and ``data/openr1_complement``, the folder ``exp_scripts/train_sft_rl.sh`` reads.
 
 Input (``--input``): a hub dataset name, or a local ``.parquet`` / ``.jsonl`` / ``.json`` file, a
 folder of parquet files, or a ``datasets`` ``save_to_disk`` folder. Rows may be raw OpenR1-Math
@@ -20,6 +22,7 @@ wrong by math-verify (``--verify_targets``), duplicate problem (first occurrence
 Examples::
 
     python data/prepare_train.py
+    python data/prepare_train.py --complement
     python data/prepare_train.py --input raw.jsonl --output_dir data/openr1 \\
         --tokenizer Qwen/Qwen2.5-Math-7B --max_target_tokens 8192 --val_size 500 --num-proc 2
 """
@@ -37,14 +40,20 @@ from luffy.data.schema import TEMPLATES
 
 DEFAULT_INPUT = "Elliott/Openr1-Math-46k-8192"
 DEFAULT_OUTPUT_DIR = "data/openr1"
+COMPLEMENT_INPUT = "Elliott/Openr1-Math-48k-Complement"
+COMPLEMENT_OUTPUT_DIR = "data/openr1_complement"
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="prepare_train.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--input", default=DEFAULT_INPUT, help=f"file, folder or hub name (default {DEFAULT_INPUT})")
-    parser.add_argument("--output_dir", default=DEFAULT_OUTPUT_DIR, help=f"default {DEFAULT_OUTPUT_DIR}")
+    parser.add_argument("--input", help=f"file, folder or hub name (default {DEFAULT_INPUT}, or {COMPLEMENT_INPUT} "
+                        "with --complement)")
+    parser.add_argument("--output_dir",
+                        help=f"default {DEFAULT_OUTPUT_DIR} ({COMPLEMENT_OUTPUT_DIR} with --complement)")
+    parser.add_argument("--complement", action="store_true",
+                        help="defaults for LUFFY's SFT-then-RL problem set (exp_scripts/train_sft_rl.sh)")
     parser.add_argument("--tokenizer", help="tokenizer folder or name for the token budget and template check")
     parser.add_argument("--max_target_tokens", type=int, help="token budget of one trace, EOS included")
     parser.add_argument("--overlong", choices=["drop", "truncate"], default="drop",
@@ -67,6 +76,10 @@ def build_parser() -> argparse.ArgumentParser:
 @user_errors_exit
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.input is None:
+        args.input = COMPLEMENT_INPUT if args.complement else DEFAULT_INPUT
+    if args.output_dir is None:
+        args.output_dir = COMPLEMENT_OUTPUT_DIR if args.complement else DEFAULT_OUTPUT_DIR
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     options = PrepareOptions(
         template=args.template,

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""CPU rehearsal of a GPU recipe: runs ``exp_scripts/train.sh`` (or ``train_on_policy.sh``) itself.
+"""CPU rehearsal of a GPU recipe: runs ``exp_scripts/train.sh`` (or one of its baselines) itself.
 
 The script is started as users start it, with ``PYTHON`` pointing at a small wrapper: the wrapper
 receives the recipe's exact command line, replaces only the settings in :data:`SWAPS` (hardware:
@@ -9,6 +9,9 @@ both, and runs the trainer. Everything else (``use_dynamic_bsz``, remove-padding
 checkpointing, LUFFY's loss and mixing keys, validation before training, ``resume_mode=auto``, the
 logger default, the flash-attn -> sdpa fallback) is the recipe's own. Validation runs on an
 evaluation parquet written by ``data/prepare_eval.py`` from ``data/sample/eval_sample.jsonl``.
+``train_sft_rl.sh`` starts from an SFT checkpoint: the tiny model is written in the layout of veRL's SFT
+trainer output (``global_step_N/huggingface/`` and ``latest_checkpointed_iteration.txt``) and ``SFT_CKPT``
+points at it, so the recipe resolves and loads it itself.
 
     python exp_scripts/rehearse_cpu.py [--script train.sh] [--out DIR] [--steps 2] [--nnodes 1]
                                        [-- extra hydra overrides]
@@ -23,13 +26,15 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 TRAINER_MODULE = "luffy.mix_src.main_mix_ppo"
-SCRIPTS = ("train.sh", "train_on_policy.sh")
+SCRIPTS = ("train.sh", "train_on_policy.sh", "train_rl_sft_loss.sh", "train_sft_rl.sh")
+SFT_STEP = 2  # the step of the SFT checkpoint written for train_sft_rl.sh
 
 # Tiny sizes: 4 prompts x the recipe's n = 8 per step, 2 optimizer steps per step as the recipe's
 # 128 / 64, responses long enough for the sample traces to fit whole.
@@ -167,6 +172,20 @@ def prepare_inputs(out: Path, python: str) -> dict[str, Path]:
     return {"model": model, "data": data, "val": val}
 
 
+def write_sft_checkpoint(model: Path, ckpt_dir: Path, step: int = SFT_STEP) -> Path:
+    """``model`` (an HF folder) as veRL's SFT trainer leaves it with ``hf_model`` saved; returns the HF folder.
+
+    ``CKPT_DIR/latest_checkpointed_iteration.txt`` names the step; ``CKPT_DIR/global_step_N/huggingface/``
+    holds the whole HF model (config, weights, tokenizer), beside the sharded files veRL also writes.
+    """
+    hf_dir = ckpt_dir / f"global_step_{step}" / "huggingface"
+    if hf_dir.exists():
+        shutil.rmtree(hf_dir)
+    shutil.copytree(model, hf_dir)
+    (ckpt_dir / "latest_checkpointed_iteration.txt").write_text(str(step))
+    return hf_dir
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--script", default="train.sh", choices=SCRIPTS, help="recipe in exp_scripts/")
@@ -185,6 +204,10 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     inputs = prepare_inputs(out, sys.executable)
+    extra_env = {}
+    if args.script == "train_sft_rl.sh":  # the recipe loads the SFT checkpoint itself; the swap keeps it
+        inputs["model"] = write_sft_checkpoint(inputs["model"], out / "sft_checkpoints")
+        extra_env["SFT_CKPT"] = str(out / "sft_checkpoints")
     wrapper = out / "python"
     this = shlex.quote(str(Path(__file__).resolve()))
     wrapper.write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} {this} --as-python "$@"\n')
@@ -201,6 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         CKPT_DIR=str(out / "checkpoints"),
         VERL_FILE_LOGGER_PATH=str(out / "metrics.jsonl"),
         NNODES=str(args.nnodes),
+        **extra_env,
     )
     cmd = ["bash", str(REPO / "exp_scripts" / args.script), *args.overrides]
     print("running:", " ".join(shlex.quote(c) for c in cmd), flush=True)

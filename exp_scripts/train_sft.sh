@@ -5,6 +5,8 @@
 # Environment: MODEL_PATH, DATA_DIR (reads $DATA_DIR/sft_train.parquet), N_GPUS, NNODES, NODE_RANK,
 # MASTER_ADDR, LOGGER (default '[console,file]', wandb added when a wandb key is configured), LR,
 # EPOCHS, ..., TORCHRUN (the launcher; the CPU rehearsal puts its own here)
+# Checkpoints: CKPT_DIR/global_step_N/ (veRL's sharded model and optimizer) with a whole HF model in its
+# huggingface/ subfolder (checkpoint.save_contents hf_model), which exp_scripts/train_sft_rl.sh starts from.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -41,6 +43,8 @@ EPOCHS="${EPOCHS:-3}"
   model.enable_gradient_checkpointing=true \
   model.use_remove_padding=true \
   optim.lr="${LR}" \
+  'checkpoint.save_contents=[model,optimizer,extra,hf_model]' \
+  'checkpoint.load_contents=[model,optimizer,extra]' \
   trainer.logger="${LOGGER}" \
   trainer.project_name="${PROJECT}" \
   trainer.experiment_name="${EXPERIMENT}" \

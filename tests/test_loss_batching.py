@@ -4,7 +4,9 @@ The mini-batch is laid out as veRL's FSDP engine hands it over (nested prompts/r
 remove-padding, or veRL's padded layout with every response padded to the configured length; per-sample
 ``extra_fields``; the global batch information the engine assigns), and split with veRL's own
 ``prepare_micro_batches`` (fixed micro-batch sizes, or dynamic token-budget batches that regroup and
-reorder samples). The reference is a loop over tokens written from the README's formulas.
+reorder samples). The reference is a loop over tokens written from the README's formulas. The SFT
+multitask loss (``use_sft_multitask_loss``) gets the same treatment, its counts added to the mini-batch as
+LUFFY's worker adds them.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from verl.workers.engine.utils import prepare_micro_batches
 import luffy.plugin  # noqa: F401
 from luffy.mix_src.mix_fields import OFF_POLICY_KEY, PREFIX_LEN_KEY
 from luffy.mix_src.mix_loss import luffy_ppo_loss
+from luffy.mix_src.sft_loss import assign_sft_counts
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "luffy" / "mix_src" / "config"
 MAX_RESPONSE = 12  # data.max_response_length: the constant T of loss_remove_token_mean
@@ -34,11 +37,16 @@ RESPONSE_LENS = [12, 4, 9, 3, 7, 1, 11, 5]
 PREFIX_LENS = [12, 0, 0, 3, 0, 0, 4, 0]  # whole target, generated, ..., 4-token target prefix
 
 
-def _config(remove_token_mean: bool):
+SFT_COEF = 0.7
+
+
+def _config(remove_token_mean: bool, sft: bool = False):
     overrides = [
         f"data.max_response_length={MAX_RESPONSE}",
         "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=2",
-        f"actor_rollout_ref.actor.off_policy_reshape=p_div_p_{GAMMA}",
+        "actor_rollout_ref.actor.off_policy_reshape=" + ("no_reshape" if sft else f"p_div_p_{GAMMA}"),
+        f"actor_rollout_ref.actor.use_sft_multitask_loss={str(sft).lower()}",
+        f"actor_rollout_ref.actor.sft_loss_coef={SFT_COEF}",
         f"actor_rollout_ref.actor.entropy_coeff={ENTROPY_COEFF}",
         f"actor_rollout_ref.actor.entropy_loss_scale_factor={ENTROPY_SCALE}",
         f"actor_rollout_ref.actor.loss_remove_token_mean={str(remove_token_mean).lower()}",
@@ -109,6 +117,8 @@ def _run(config, leaves, entropy, old, adv, *, dynamic: bool, fixed_width: bool,
     data = _mini_batch(old, adv, dynamic=dynamic, fixed_width=fixed_width)
     if not dynamic:
         tu.assign_non_tensor(data, micro_batch_size_per_gpu=micro)
+    if config.use_sft_multitask_loss:
+        assign_sft_counts(data)  # what LUFFY's worker does to each mini-batch
     micro_batches, _ = prepare_micro_batches(data, dp_group=None, same_micro_num_in_dp=False)
     total, widths = 0.0, []
     for mb in micro_batches:
@@ -124,37 +134,53 @@ def _run(config, leaves, entropy, old, adv, *, dynamic: bool, fixed_width: bool,
     return total, [leaf.grad.clone() for leaf in leaves], widths
 
 
-def _reference(leaves, entropy, old, adv, remove_token_mean: bool):
-    """The README's objective, token by token: policy term minus entropy_coeff times the entropy term."""
+def _reference(leaves, entropy, old, adv, remove_token_mean: bool, sft: bool = False):
+    """The README's objective, token by token: policy term minus entropy_coeff times the entropy term.
+
+    ``sft``: the SFT multitask loss: PPO over on-policy tokens (normalised by their own token / response
+    counts) plus SFT_COEF times the mean NLL of the target tokens.
+    """
     xs = [leaf.detach().clone().requires_grad_(True) for leaf in leaves]
-    policy = entropy_sum = 0.0
+    policy = entropy_sum = nll = 0.0
+    n_target = n_on = 0
+    on_seqs = set()
     n_tok = sum(RESPONSE_LENS)
     for i, (p_len, r_len) in enumerate(zip(PROMPT_LENS, RESPONSE_LENS)):
         for t in range(r_len):
             logp = xs[i][p_len - 1 + t]  # the model output is shifted by one position
             a = float(adv[i][t])
+            entropy_sum += float(entropy[i][p_len - 1 + t])
+            if t < PREFIX_LENS[i] and sft:
+                nll = nll - logp
+                n_target += 1
+                continue
             if t < PREFIX_LENS[i]:
                 p = logp.exp()
                 loss_t = -a * p / (p + GAMMA)
             else:
                 r = (logp - float(old[i][t])).clamp(-20, 20).exp()
                 loss_t = -a * r if remove_token_mean else torch.maximum(-a * r, -a * r.clamp(0.8, 1.2))
+                n_on += 1
+                on_seqs.add(i)
             policy = policy + loss_t
-            entropy_sum += float(entropy[i][p_len - 1 + t])
     n_seq = len(RESPONSE_LENS)
     if remove_token_mean:
-        loss = policy / (n_seq * MAX_RESPONSE) - ENTROPY_COEFF * entropy_sum / (n_seq * ENTROPY_SCALE)
+        pg = policy / ((len(on_seqs) if sft else n_seq) * MAX_RESPONSE)
+        loss = pg - ENTROPY_COEFF * entropy_sum / (n_seq * ENTROPY_SCALE)
     else:
-        loss = policy / n_tok - ENTROPY_COEFF * entropy_sum / n_tok
+        loss = policy / (n_on if sft else n_tok) - ENTROPY_COEFF * entropy_sum / n_tok
+    if sft:
+        loss = loss + SFT_COEF * nll / n_target
     loss.backward()
     return float(loss.detach()), [x.grad for x in xs]
 
 
+@pytest.mark.parametrize("sft", [False, True], ids=["mixed", "sft_multitask"])
 @pytest.mark.parametrize("remove_token_mean", [True, False])
-def test_same_loss_and_gradient_however_the_mini_batch_is_cut(remove_token_mean):
-    config = _config(remove_token_mean)
+def test_same_loss_and_gradient_however_the_mini_batch_is_cut(remove_token_mean, sft):
+    config = _config(remove_token_mean, sft)
     leaves, entropy, old, adv = _inputs(seed=3)
-    expected_loss, expected_grads = _reference(leaves, entropy, old, adv, remove_token_mean)
+    expected_loss, expected_grads = _reference(leaves, entropy, old, adv, remove_token_mean, sft)
     splits = {
         "fixed 1": dict(dynamic=False, fixed_width=False, micro=1),
         "fixed 2": dict(dynamic=False, fixed_width=False, micro=2),

@@ -122,6 +122,32 @@ def test_fixed_prefixes_cannot_be_shared():
         check_luffy_config(cfg)
 
 
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (["actor_rollout_ref.actor.off_policy_reshape=p_div_p_0.1"], "off_policy_reshape='p_div_p_0.1' asks for"),
+        (["actor_rollout_ref.actor.off_max_clip=2.0"], "off_max_clip=2.0 asks for"),
+        (["actor_rollout_ref.rollout.n_prefix=0"], "needs off-policy targets to train on, but "),
+        (["actor_rollout_ref.actor.sft_loss_coef=-1"], "sft_loss_coef=-1 must be a finite number >= 0"),
+    ],
+)
+def test_sft_multitask_loss_refuses_the_off_policy_loss_and_no_targets(overrides, expected):
+    cfg = _compose("actor_rollout_ref.actor.use_sft_multitask_loss=true", *overrides)
+    with pytest.raises(ValueError, match="use_sft_multitask_loss|sft_loss_coef") as err:
+        check_luffy_config(cfg)
+    assert expected in str(err.value)
+
+
+def test_sft_multitask_loss_accepted_with_targets_and_no_shaping():
+    cfg = _compose("actor_rollout_ref.actor.use_sft_multitask_loss=true", "algorithm.adv_estimator=grpo_split",
+                   *BUILDABLE)
+    check_luffy_config(cfg)
+    from verl.utils.config import omega_conf_to_dataclass
+
+    actor = omega_conf_to_dataclass(cfg.actor_rollout_ref.actor)
+    assert (actor.use_sft_multitask_loss, actor.sft_loss_coef) == (True, 1.0)
+
+
 def test_grpo_split_and_plain_grpo_accepted():
     check_luffy_config(_compose("algorithm.adv_estimator=grpo_split"))
     check_luffy_config(_compose("actor_rollout_ref.rollout.n_prefix=0"))
@@ -149,6 +175,17 @@ def test_entry_point_fails_early_naming_the_key():
     assert "p_div_p_<gamma>" in proc.stderr  # the accepted forms
     assert "ray init" not in proc.stdout + proc.stderr  # failed before Ray started
     assert elapsed < 240, elapsed  # import of veRL dominates; no Ray, no model
+
+
+@pytest.mark.slow  # starts the entry point or Ray in a subprocess
+def test_entry_point_refuses_sft_multitask_loss_with_shaping_before_ray():
+    proc = _run_main(
+        "actor_rollout_ref.actor.use_sft_multitask_loss=true", "actor_rollout_ref.actor.off_policy_reshape=p_div_p_0.1"
+    )
+    assert proc.returncode == 2
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert lines[-1].startswith("error: invalid LUFFY run: actor_rollout_ref.actor.use_sft_multitask_loss=true")
+    assert "Traceback" not in proc.stderr and "ray init" not in (proc.stdout + proc.stderr).lower()
 
 
 @pytest.mark.slow  # starts the entry point or Ray in a subprocess

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ import luffy.plugin  # noqa: F401
 from luffy.mix_src.core_algos import compute_token_on_off_policy_loss
 from luffy.mix_src.mix_fields import OFF_POLICY_KEY, PREFIX_LEN_KEY
 from luffy.mix_src.mix_loss import luffy_policy_loss, luffy_ppo_loss
+from luffy.mix_src.sft_loss import assign_sft_counts
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "luffy" / "mix_src" / "config"
 PROMPT_LENS = [3, 5, 2, 4]
@@ -176,3 +178,111 @@ def test_policy_loss_refuses_to_run_without_the_mask():
     x = torch.zeros(2, 3)
     with pytest.raises(ValueError, match="off-policy mask"):
         luffy_policy_loss(x, x, x, torch.ones(2, 3), config=config)
+
+
+# ---- the SFT multitask loss (actor.use_sft_multitask_loss) ----
+
+SFT_COEF = 0.7
+
+
+def _sft_config(*overrides: str):
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
+        cfg = compose(
+            config_name="mix_ppo_trainer",
+            overrides=[
+                "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=4",
+                "actor_rollout_ref.actor.use_sft_multitask_loss=true",
+                f"actor_rollout_ref.actor.sft_loss_coef={SFT_COEF}",
+                "actor_rollout_ref.actor.entropy_coeff=0.0",
+                *overrides,
+            ],
+        )
+    return omega_conf_to_dataclass(cfg.actor_rollout_ref.actor)
+
+
+def test_sft_multitask_loss_is_ppo_on_on_policy_tokens_plus_coef_times_target_nll():
+    # this micro-batch belongs to a mini-batch of 20 target tokens, 30 on-policy tokens in 6 responses
+    config = _sft_config()
+    data, model_output, log_probs, _, seq_lens, ref = _micro_batch(seed=5)
+    tu.assign_non_tensor(data, luffy_target_tokens=20, luffy_on_policy_tokens=30, luffy_on_policy_samples=6)
+    loss, metrics = luffy_ppo_loss(config, model_output, data)
+    loss.backward()
+
+    # slow reference on a copy of the model output: clipped PPO over on-policy tokens / 30 + coef * NLL / 20
+    x = log_probs.detach().clone().requires_grad_(True)
+    pg = nll = 0.0
+    on_tokens, on_losses = 0, []
+    start = 0
+    for i, (p_len, r_len) in enumerate(zip(PROMPT_LENS, RESPONSE_LENS)):
+        for t in range(r_len):
+            logp = x[start + p_len - 1 + t]
+            if t < EXTRA[i][PREFIX_LEN_KEY]:
+                nll = nll - logp
+                continue
+            a, old = float(ref["adv"][i, t]), float(ref["old"][i, t])
+            r = (logp - old).exp()
+            token_loss = torch.maximum(-a * r, -a * r.clamp(0.8, 1.2))
+            pg = pg + token_loss
+            on_losses.append(float(token_loss))
+            on_tokens += 1
+        start += seq_lens[i]
+    expected = pg / 30 + SFT_COEF * nll / 20
+    expected.backward()
+    torch.testing.assert_close(loss, expected.float())
+    torch.testing.assert_close(log_probs.grad, x.grad)
+    assert _value(metrics["actor/pg_loss"]) == pytest.approx(float(pg) / 30, rel=1e-5)
+    assert _value(metrics["actor/sft_loss"]) == pytest.approx(float(nll) / 20, rel=1e-5)
+    assert _value(metrics["actor/on_pg_loss"]) == pytest.approx(sum(on_losses) / on_tokens, rel=1e-5)
+    target_p = ref["logp"][ref["off"].bool()].exp().mean()
+    assert _value(metrics["actor/off_policy_prob"]) == pytest.approx(float(target_p), rel=1e-5)
+    assert "actor/off_pg_loss" not in metrics and "actor/off_ratio_mean" not in metrics
+
+
+def test_sft_multitask_loss_hand_computed():
+    # one whole-target response of 1 token (p = 0.5) and one on-policy token with ratio 1 and advantage 2:
+    # token mean of PPO = -2 * 1 / 1, SFT = -log 0.5; d/dlog p: -2 (on-policy), -coef (target)
+    config = _sft_config()
+    logp = torch.tensor([math.log(0.5), -1.0, -1.5, -3.0], dtype=torch.float64, requires_grad=True)
+    data = TensorDict(
+        {
+            "prompts": _nested([torch.ones(1, dtype=torch.long)] * 2),
+            "responses": _nested([torch.ones(1, dtype=torch.long)] * 2),
+            "response_mask": _nested([torch.ones(1, dtype=torch.long)] * 2),
+            "old_log_probs": _nested([torch.tensor([-7.0]), torch.tensor([-1.5])]),
+            "advantages": _nested([torch.tensor([5.0]), torch.tensor([2.0])]),
+        },
+        batch_size=2,
+    )
+    data["extra_fields"] = NonTensorStack({OFF_POLICY_KEY: True, PREFIX_LEN_KEY: 1}, {OFF_POLICY_KEY: False})
+    tu.assign_non_tensor(data, dp_size=1, batch_num_tokens=2, global_batch_size=2)
+    assert assign_sft_counts(data) == (1, 1, 1)
+    # sequences [prompt, response]: the response token's log-prob sits at the prompt's position
+    loss, _ = luffy_ppo_loss(config, {"log_probs": _nested(list(logp.split([2, 2])))}, data)
+    loss.backward()
+    assert float(loss) == pytest.approx(-2.0 + SFT_COEF * math.log(2.0), rel=1e-6)
+    assert logp.grad.tolist() == pytest.approx([-SFT_COEF, 0.0, -2.0, 0.0])
+
+
+def test_sft_multitask_loss_refuses_to_run_without_the_mini_batch_counts():
+    config = _sft_config()
+    data, model_output, *_ = _micro_batch(seed=6)
+    with pytest.raises(ValueError, match="needs the mini-batch's target and on-policy counts"):
+        luffy_ppo_loss(config, model_output, data)
+
+
+def test_counts_of_a_mini_batch():
+    data, *_ = _micro_batch(seed=7)
+    # targets: 6 + 2 tokens; on-policy: 2 left of sample 1, 5 + 3 of samples 2 and 3, in 3 responses
+    assert assign_sft_counts(data) == (8, 10, 3)
+    assert tu.get_non_tensor_data(data, key="luffy_target_tokens", default=None) == 8
+
+
+def test_a_mini_batch_without_targets_reports_no_sft_loss():
+    # V1 hands samples over in completion order, so a whole mini-batch can be on-policy samples only
+    config = _sft_config()
+    data, model_output, *_ = _micro_batch(seed=8)
+    data["extra_fields"] = NonTensorStack(*[{OFF_POLICY_KEY: False}] * len(RESPONSE_LENS))
+    assert assign_sft_counts(data) == (0, sum(RESPONSE_LENS), len(RESPONSE_LENS))
+    loss, metrics = luffy_ppo_loss(config, model_output, data)
+    assert "actor/sft_loss" not in metrics and "actor/off_policy_prob" not in metrics
+    assert float(loss) == pytest.approx(_value(metrics["actor/pg_loss"]), rel=1e-6)

@@ -84,6 +84,15 @@ ORIGINAL_TRAIN_SH = [
     "trainer.total_epochs=30",
 ]
 
+# The original's exp_scripts/train_rl_sft_loss.sh: the same command line with grpo_split advantages, no
+# off-policy loss keys, and the SFT multitask loss switched on.
+_OFF_POLICY_LOSS_KEYS = ("off_policy_normalize", "off_policy_reshape", "off_policy_loss_impl", "use_off_policy_loss")
+ORIGINAL_TRAIN_RL_SFT_LOSS_SH = [
+    "algorithm.adv_estimator=grpo_split" if o.startswith("algorithm.adv_estimator=") else o
+    for o in ORIGINAL_TRAIN_SH
+    if o.split("=")[0].rsplit(".", 1)[-1] not in _OFF_POLICY_LOSS_KEYS
+] + ["actor_rollout_ref.actor.use_off_policy_loss=False", "actor_rollout_ref.actor.use_sft_multitask_loss=True"]
+
 
 def _compose(overrides):
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
@@ -102,6 +111,30 @@ def test_the_original_recipe_command_line_composes_and_passes_the_checks():
     built = omega_conf_to_dataclass(actor)
     assert (built.loss_agg_mode, built.loss_scale_factor) == ("seq-mean-token-sum-norm", 8192)
     assert built.off_policy_reshape_weight == 0.1  # LUFFY's default
+
+
+def test_the_original_rl_with_sft_loss_command_line_composes_and_passes_the_checks():
+    cfg = _compose(ORIGINAL_TRAIN_RL_SFT_LOSS_SH)
+    check_luffy_config(cfg)
+    built = omega_conf_to_dataclass(cfg.actor_rollout_ref.actor)
+    assert (built.use_sft_multitask_loss, built.sft_loss_coef, built.off_policy_reshape) == (True, 1.0, "no_reshape")
+    assert cfg.algorithm.adv_estimator == "grpo_split" and cfg.actor_rollout_ref.rollout.n_prefix == 1
+    assert (built.loss_agg_mode, built.loss_scale_factor) == ("seq-mean-token-sum-norm", 8192)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["actor_rollout_ref.actor.use_off_policy_loss=True", "actor_rollout_ref.actor.use_sft_multitask_loss=True"],
+         "one loss or the other"),
+        (["actor_rollout_ref.actor.use_off_policy_loss=False"], "not supported without"),
+    ],
+)
+def test_use_off_policy_loss_must_agree_with_the_sft_switch(overrides, message):
+    with pytest.raises(ValueError, match=message) as err:
+        translate_overrides(overrides)
+    assert "actor_rollout_ref.actor.use_off_policy_loss" in str(err.value)
+    assert translate_overrides(["actor_rollout_ref.actor.use_off_policy_loss=True"]) == []
 
 
 def test_the_original_on_policy_command_line_composes():
@@ -145,7 +178,6 @@ def test_original_prefix_keys_reach_the_rollout():
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("actor_rollout_ref.actor.use_sft_multitask_loss=True", "SFT multitask loss is not available"),
         ("actor_rollout_ref.actor.off_policy_loss_impl=seq", "only the token-level loss"),
         ("actor_rollout_ref.actor.use_off_policy_clip=True", "off_max_clip/off_min_clip"),
         ("actor_rollout_ref.actor.clip_upper_bound=1.28", "clip_ratio_high=0.28"),
@@ -169,14 +201,14 @@ def test_hydra_flags_and_plain_keys_pass_through():
 @pytest.mark.slow  # starts the entry point or Ray in a subprocess
 def test_refusal_happens_before_ray_starts():
     result = subprocess.run(
-        [sys.executable, "-m", "luffy.mix_src.main_mix_ppo", "actor_rollout_ref.actor.use_sft_multitask_loss=True"],
+        [sys.executable, "-m", "luffy.mix_src.main_mix_ppo", "actor_rollout_ref.actor.use_off_policy_probs=True"],
         capture_output=True,
         text=True,
         timeout=120,
         cwd=ROOT,
     )
     assert result.returncode == 2
-    expected = "error: invalid LUFFY run: actor_rollout_ref.actor.use_sft_multitask_loss=True is not supported"
+    expected = "error: invalid LUFFY run: actor_rollout_ref.actor.use_off_policy_probs=True is not supported"
     assert expected in result.stderr
     assert "Traceback" not in result.stderr
     assert "ray" not in result.stderr.lower()

@@ -232,3 +232,17 @@ def test_cli_run_prints_summary(tmp_path: Path) -> None:
     assert "missing_problem" in proc.stdout and "skipped row 1: missing_problem" in proc.stderr
     assert (tmp_path / "out" / "train.parquet").exists() and (tmp_path / "out" / "val.parquet").exists()
     assert "--max_target_tokens" in _cli("--help").stdout
+
+
+def test_cli_complement_set_from_the_hub_name_or_a_local_file(tmp_path: Path) -> None:
+    # --complement: LUFFY's SFT-then-RL problem set by default (offline here: one error line naming it)
+    proc = _cli("--complement", "--output_dir", str(tmp_path / "hub"), env={"HF_DATASETS_OFFLINE": "1",
+                                                                             "HF_HUB_OFFLINE": "1"})
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 2 and len(lines) == 1 and "Elliott/Openr1-Math-48k-Complement" in lines[0]
+    # a local copy: the same reading, filters and bad-row report
+    source = write_jsonl(raw_rows(), tmp_path / "complement.jsonl")
+    proc = _cli("--complement", "--input", str(source), "--output_dir", str(tmp_path / "out"), "--no_progress")
+    assert proc.returncode == 0, proc.stderr
+    assert "skipped row 1: missing_problem" in proc.stderr
+    assert (tmp_path / "out" / "train.parquet").exists() and (tmp_path / "out" / "skipped.jsonl").exists()

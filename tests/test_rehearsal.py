@@ -3,9 +3,14 @@
 - ``train.sh``: 2 steps with the recipe's dynamic batch size, remove-padding and checkpointing, the
   flash-attn -> sdpa fallback, validation (before training and at the end) on a ``prepare_eval.py``
   parquet with per-``data_source`` metrics, no wandb configured;
-- ``train_on_policy.sh`` with ``NNODES=2`` on a two-node Ray cluster on this machine (the node IP Ray detects) that this
-  test starts (its own temp dir and ports) and stops: 1 step, no targets, no validation, ranks on both
-  nodes, no Ray process left (one run covers both, to keep CI short).
+- ``train_sft_rl.sh`` (on-policy GRPO from an SFT checkpoint, written here in veRL's SFT output layout) with
+  ``NNODES=2`` on a two-node Ray cluster on this machine (the node IP Ray detects) that this test starts
+  (its own temp dir and ports) and stops: 1 step, no targets, no validation, ranks on both nodes, no Ray
+  process left (one run covers the hand-off and the multi-node command, to keep CI short);
+- ``train_rl_sft_loss.sh``: 1 step of the SFT multitask loss through LUFFY's worker.
+
+The other recipes' command lines (``train_on_policy.sh``, and both baselines' settings) are recorded and
+composed without training.
 
 The swap logic itself (what is replaced, what is refused) is checked without training.
 """
@@ -82,6 +87,58 @@ def test_swaps_replace_only_listed_keys_of_the_recipe(tmp_path):
     assert metrics_file.startswith(str(tmp_path / "ckpt") + "/metrics_") and metrics_file.endswith(".jsonl")
     recipe_key = _recipe_overrides("train.sh", tmp_path, WANDB_API_KEY="k" * 40)
     assert dict(a.split("=", 1) for a in recipe_key)["trainer.logger"] == "[console,file,wandb]"
+
+
+def _compose_recipe(overrides: list[str]):
+    from hydra import compose, initialize_config_dir
+
+    from luffy.mix_src.config_check import check_luffy_config
+    from luffy.mix_src.original_keys import translate_overrides
+
+    config_dir = REPO_ROOT / "luffy" / "mix_src" / "config"
+    with initialize_config_dir(config_dir=str(config_dir), version_base=None):
+        cfg = compose(config_name="mix_ppo_trainer", overrides=translate_overrides(overrides))
+    check_luffy_config(cfg)
+    return cfg
+
+
+def test_baseline_recipes_compose_with_their_settings(tmp_path):
+    on_policy = _compose_recipe(_recipe_overrides("train_on_policy.sh", tmp_path))
+    assert on_policy.actor_rollout_ref.rollout.n_prefix == 0
+    sft_loss = _compose_recipe(_recipe_overrides("train_rl_sft_loss.sh", tmp_path, SFT_LOSS_COEF="0.5"))
+    actor = sft_loss.actor_rollout_ref.actor
+    assert (actor.use_sft_multitask_loss, actor.sft_loss_coef, actor.off_policy_reshape) == (True, 0.5, "no_reshape")
+    assert sft_loss.algorithm.adv_estimator == "grpo_split" and sft_loss.actor_rollout_ref.rollout.n_prefix == 1
+    assert sft_loss.actor_rollout_ref.rollout.min_prefix_ratio == 1.0 and actor.loss_remove_token_mean is True
+    # SFT then RL: SFT_CKPT as train_sft.sh leaves it (CKPT_DIR), or one of its steps, gives the HF folder
+    model = tmp_path / "hf"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    (model / "model.safetensors").write_bytes(b"")
+    sft_dir = tmp_path / "sft"
+    hf_dir = rehearse.write_sft_checkpoint(model, sft_dir, step=7)
+    assert hf_dir == sft_dir / "global_step_7" / "huggingface"
+    for sft_ckpt in (sft_dir, sft_dir / "global_step_7", hf_dir):
+        recipe = _recipe_overrides("train_sft_rl.sh", tmp_path, SFT_CKPT=str(sft_ckpt))
+        cfg = _compose_recipe(recipe)
+        assert cfg.actor_rollout_ref.model.path == str(hf_dir)
+    assert cfg.actor_rollout_ref.rollout.n_prefix == 0 and cfg.actor_rollout_ref.actor.loss_remove_clip is False
+    assert cfg.algorithm.adv_estimator == "grpo"
+    assert cfg.data.train_files == "data/openr1_complement/train.parquet"
+
+
+def test_sft_rl_refuses_a_checkpoint_without_an_hf_model(tmp_path):
+    step = tmp_path / "sft" / "global_step_3"
+    step.mkdir(parents=True)
+    (step / "model_world_size_1_rank_0.pt").write_bytes(b"")  # veRL's shards only, no huggingface/ weights
+    (tmp_path / "sft" / "latest_checkpointed_iteration.txt").write_text("3\n")
+    env = _child_env(PYTHON="false", HOME=str(tmp_path), SFT_CKPT=str(tmp_path / "sft"))
+    proc = subprocess.run(["bash", str(REPO_ROOT / "exp_scripts" / "train_sft_rl.sh")], env=env, cwd=REPO_ROOT,
+                          capture_output=True, text=True)
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+    assert lines[0].startswith(f"error: SFT_CKPT={tmp_path / 'sft'}: no HF model") and str(step) in lines[0]
+    assert "python -m verl.model_merger merge --backend fsdp" in lines[0]
 
 
 def test_swaps_refuse_a_drifted_recipe():
@@ -255,8 +312,22 @@ class LocalTwoNodeCluster:
 
 
 @pytest.mark.slow
-def test_on_policy_recipe_on_two_nodes(tmp_path):
-    """train_on_policy.sh, NNODES=2, on two Ray nodes of this machine: 1 step (no validation), a rank per node."""
+def test_rl_with_sft_loss_recipe_one_step(tmp_path):
+    out, log = _run(tmp_path, "--script", "train_rl_sft_loss.sh", "--steps", "1",
+                    "trainer.val_before_train=false", "trainer.test_freq=-1")  # validation: the train.sh test
+    m = _metrics(out)[1]
+    assert m["luffy/off_policy_sample_share"] == pytest.approx(1 / 8)  # n_prefix 1 of n 8, whole traces
+    for key in ("actor/pg_loss", "actor/sft_loss", "actor/on_pg_loss", "actor/grad_norm"):
+        assert math.isfinite(m[key]), key
+    # a random model's NLL of the trace tokens: about log(vocabulary) per token, far from 0
+    assert m["actor/sft_loss"] > 1.0
+    assert "actor/off_pg_loss" not in m
+
+
+@pytest.mark.slow
+def test_sft_then_rl_recipe_on_two_nodes(tmp_path):
+    """train_sft_rl.sh from an SFT checkpoint, NNODES=2, on two Ray nodes of this machine: 1 step (no
+    validation), a rank per node."""
     env = _child_env()
     env.update(rehearse.ENV)  # the nodes' workers get the same environment as a one-node run's
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
@@ -266,7 +337,7 @@ def test_on_policy_recipe_on_two_nodes(tmp_path):
         node_ids = cluster.start()
         assert len(node_ids) == 2, f"cluster did not come up at {cluster.address}: {node_ids}\n{cluster.logs()}"
         out, log = _run(
-            tmp_path, "--script", "train_on_policy.sh", "--steps", "1", "--nnodes", "2",
+            tmp_path, "--script", "train_sft_rl.sh", "--steps", "1", "--nnodes", "2",
             "trainer.val_before_train=false", "trainer.test_freq=-1",  # validation: the train.sh test
             env={"RAY_ADDRESS": cluster.address},
         )
@@ -275,6 +346,9 @@ def test_on_policy_recipe_on_two_nodes(tmp_path):
     placed = dict(re.findall(r"\[luffy\] gloo rank (\d+) of 2 on ray node (\w+)", log))
     assert set(placed) == {"0", "1"}, log[-4000:]
     assert set(placed.values()) == set(node_ids), (placed, node_ids)
+    recorded = dict(a.split("=", 1) for a in (out / "recipe_overrides.txt").read_text().splitlines())
+    sft_model = out / "sft_checkpoints" / f"global_step_{rehearse.SFT_STEP}" / "huggingface"
+    assert recorded["actor_rollout_ref.model.path"] == str(sft_model)  # resolved by the recipe from SFT_CKPT
     m = _metrics(out)[1]
     assert m["luffy/off_policy_sample_share"] == 0  # N_PREFIX=0: plain GRPO
     assert math.isfinite(m["actor/pg_loss"]) and math.isfinite(m["actor/grad_norm"])
@@ -318,6 +392,8 @@ def test_sft_recipe_composes_in_verls_sft_config_and_reads_prepare_sft_output(tm
     assert cfg.data.train_files == str(data_dir / "sft_train.parquet")
     assert list(cfg.trainer.logger) == ["console", "file"]
     assert cfg.data.use_dynamic_bsz is True
+    # each global_step_N also holds the whole model as an HF folder (huggingface/), train_sft_rl.sh's input
+    assert "hf_model" in cfg.checkpoint.save_contents and "hf_model" not in cfg.checkpoint.load_contents
     tokenizer = build_tokenizer(tmp_path / "tok")
     data_cfg = dict(cfg.data)
     data_cfg["max_length"] = 4096  # the tiny tokenizer splits finer than Qwen's

@@ -73,6 +73,34 @@ def check_actor_keys(actor: Any, prefix: str = "actor_rollout_ref.actor") -> Non
         value = _get(actor, key)
         if not (_is_number(value) and value > 0):
             raise ValueError(f"{prefix}.{key}={value!r} must be a positive number of tokens")
+    check_sft_multitask_keys(actor, prefix)
+
+
+def check_sft_multitask_keys(actor: Any, prefix: str = "actor_rollout_ref.actor") -> None:
+    """``use_sft_multitask_loss`` and ``sft_loss_coef``; the SFT loss excludes the off-policy loss's knobs.
+
+    Raises:
+        ValueError: naming the key; with the SFT loss on, any setting of the shaped off-policy loss
+            (it would silently do nothing).
+    """
+    use_sft = _get(actor, "use_sft_multitask_loss")
+    if not _is_bool(use_sft):
+        raise ValueError(f"{prefix}.use_sft_multitask_loss={use_sft!r} must be true or false")
+    coef = _get(actor, "sft_loss_coef")
+    if not (_is_number(coef) and coef >= 0):
+        raise ValueError(f"{prefix}.sft_loss_coef={coef!r} must be a finite number >= 0")
+    if not use_sft:
+        return
+    asked = [f"off_policy_reshape={_get(actor, 'off_policy_reshape')!r}"] if _get(
+        actor, "off_policy_reshape"
+    ) != "no_reshape" else []
+    asked += [f"{key}={_get(actor, key)!r}" for key in CLIP_KEYS if _get(actor, key) is not None]
+    if asked:
+        raise ValueError(
+            f"{prefix}.use_sft_multitask_loss=true trains the targets with an SFT loss instead of the shaped "
+            f"off-policy loss, but {prefix}.{asked[0]} asks for that loss; leave off_policy_reshape=no_reshape and "
+            "off_max_clip/off_min_clip/all_max_clip null, or set use_sft_multitask_loss=false (one loss or the other)"
+        )
 
 
 def check_rollout_keys(rollout: Any, prefix: str = "actor_rollout_ref.rollout") -> None:
@@ -199,6 +227,11 @@ def check_luffy_config(config: Any) -> None:
     mode = config.trainer.v1.trainer_mode
     if mode != "sync":
         raise ValueError(f"trainer.v1.trainer_mode={mode!r}: LUFFY's trainer replaces veRL's 'sync' trainer only")
+    if arr.actor.use_sft_multitask_loss and arr.rollout.n_prefix == 0:
+        raise ValueError(
+            "actor_rollout_ref.actor.use_sft_multitask_loss=true needs off-policy targets to train on, but "
+            "actor_rollout_ref.rollout.n_prefix=0; set n_prefix >= 1 (LUFFY's recipe: 1, with prefix ratio 1.0)"
+        )
     if arr.rollout.n_prefix > 0:
         agent = arr.rollout.agent.default_agent_loop
         if agent != LUFFY_AGENT_LOOP:

@@ -46,6 +46,8 @@ class LuffyActorConfig(FSDPActorConfig):
     loss_remove_clip: bool = False
     max_response_length: int = 8192
     entropy_loss_scale_factor: float = 32768.0
+    use_sft_multitask_loss: bool = False
+    sft_loss_coef: float = 1.0
 
     def __post_init__(self):
         super().__post_init__()

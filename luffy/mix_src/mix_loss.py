@@ -12,6 +12,10 @@ Every term goes through veRL's ``agg_loss`` with the mini-batch's ``global_batch
 gradient of a mini-batch does not depend on how it is cut into micro-batches. The aggregation mode is
 ``actor.loss_agg_mode``; LUFFY's ``loss_remove_token_mean=true`` sets it to ``seq-mean-token-sum-norm``
 with ``loss_scale_factor`` = the configured maximum response length (``mix_config.py``).
+
+With ``actor.use_sft_multitask_loss`` (LUFFY's "RL with an SFT loss" baseline) the policy term is PPO on
+the on-policy tokens only, aggregated over the mini-batch's on-policy token and response counts, and
+``sft_loss_coef`` times the target tokens' token-mean NLL is added beside it (``sft_loss.py``).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from verl.workers.utils.padding import no_padding_2_padding
 
 from luffy.mix_src.core_algos import LOSS_METRIC_KEYS, compute_token_on_off_policy_loss
 from luffy.mix_src.mix_fields import off_policy_token_mask
+from luffy.mix_src.sft_loss import read_sft_counts, sft_nll_loss
 
 LOSS_MODE = "luffy_mixed"
 # Loss metrics reported per micro-batch (averaged by veRL over micro-batches), under "actor/": all of the
@@ -35,7 +40,11 @@ LOSS_MODE = "luffy_mixed"
 # reports it per step) and the token counts (not meaningful as micro-batch averages).
 _NOT_REPORTED = ("pg_loss", "on_policy_prob", "on_token_count", "off_token_count")
 _REPORTED = tuple(key for key in LOSS_METRIC_KEYS if key not in _NOT_REPORTED)
+# with the SFT multitask loss: the policy term's only off-policy metric is the target probability
+_SFT_REPORTED = ("on_pg_loss", "on_pg_clipfrac", "ppo_kl")
 _OFF_POLICY_MASK: ContextVar[torch.Tensor | None] = ContextVar("luffy_off_policy_mask", default=None)
+# with the SFT multitask loss: the on-policy counts that replace veRL's batch_num_tokens / global_batch_size
+_ON_POLICY_BATCH_INFO: ContextVar[dict | None] = ContextVar("luffy_on_policy_batch_info", default=None)
 
 
 def luffy_policy_loss(
@@ -70,6 +79,13 @@ def luffy_policy_loss(
             f"policy_loss.loss_mode={LOSS_MODE!r} needs the off-policy mask; install luffy_ppo_loss with "
             "set_loss_fn (luffy.mix_src.mix_worker.MixActorRolloutRefWorker does)"
         )
+    info = config.global_batch_info
+    on_policy_info = _ON_POLICY_BATCH_INFO.get()
+    if on_policy_info is not None:
+        # SFT multitask loss: PPO on on-policy tokens alone, normalised by their own mini-batch counts
+        response_mask = response_mask & ~off_mask
+        off_mask = torch.zeros_like(off_mask)
+        info = {**info, **on_policy_info}
     if rollout_is_weights is not None:
         # w * max(a, b) = max(w a, w b) for w >= 0: weighting the advantage of an on-policy token is
         # weighting its clipped PPO loss, as veRL's vanilla loss does; off-policy tokens keep weight 1.
@@ -94,9 +110,10 @@ def luffy_policy_loss(
         loss_remove_token_mean=config.loss_remove_token_mean,
         loss_remove_clip=config.loss_remove_clip,
         loss_agg_mode=loss_agg_mode,
-        global_batch_info=config.global_batch_info,
+        global_batch_info=info,
     )
-    metrics = {f"actor/{key}": float(raw[key]) for key in _REPORTED}
+    reported = _REPORTED if on_policy_info is None else _SFT_REPORTED
+    metrics = {f"actor/{key}": float(raw[key]) for key in reported}
     metrics["actor/pg_clipfrac"] = metrics["actor/on_pg_clipfrac"]
     return loss, metrics
 
@@ -144,23 +161,41 @@ def luffy_ppo_loss(config: Any, model_output: dict, data: TensorDict, dp_group: 
     """
     response_mask = data.select("response_mask").to_padded_tensor()["response_mask"]  # (B, T)
     off_mask = off_policy_token_mask(data["extra_fields"], response_mask)  # (B, T)
+    counts = read_sft_counts(data) if config.use_sft_multitask_loss else None
+    on_policy_info = None
+    if counts is not None:
+        on_policy_info = {
+            "batch_num_tokens": max(counts.on_policy_tokens, 1),
+            "global_batch_size": max(counts.on_policy_samples, 1),
+        }
     token = _OFF_POLICY_MASK.set(off_mask)
+    info_token = _ON_POLICY_BATCH_INFO.set(on_policy_info)
     try:
         # veRL's ppo_loss without the entropy: it would aggregate it with the policy's length normaliser
         loss, metrics = ppo_loss(config, {**model_output, "entropy": None}, data, dp_group)
     finally:
         _OFF_POLICY_MASK.reset(token)
+        _ON_POLICY_BATCH_INFO.reset(info_token)
+    # veRL's rule in ppo_loss: a partial sum of the global-batch value when global information is present
+    info = config.global_batch_info
+    is_partial = (info.get("dp_size") or 1) > 1 or any(
+        info.get(key) is not None for key in ("batch_num_tokens", "global_batch_size", "loss_scale_factor")
+    )
+    aggregation = AggregationType.SUM if is_partial else AggregationType.MEAN
     entropy = model_output.get("entropy", None)
     if entropy is not None:
         entropy_padded = no_padding_2_padding(entropy, data)  # (B, T)
         entropy_loss = entropy_bonus(config, entropy_padded, response_mask.bool())
         loss = loss - config.entropy_coeff * entropy_loss
-        # veRL's rule in ppo_loss: a partial sum of the global-batch value when global information is present
-        info = config.global_batch_info
-        is_partial = (info.get("dp_size") or 1) > 1 or any(
-            info.get(key) is not None for key in ("batch_num_tokens", "global_batch_size", "loss_scale_factor")
-        )
-        aggregation = AggregationType.SUM if is_partial else AggregationType.MEAN
         metrics["actor/entropy_loss"] = Metric(value=entropy_loss, aggregation=aggregation)
+    if counts is not None:
+        log_prob = no_padding_2_padding(model_output["log_probs"], data)  # (B, T)
+        sft_loss = sft_nll_loss(log_prob, off_mask, counts.target_tokens, int(info.get("dp_size") or 1))
+        loss = loss + config.sft_loss_coef * sft_loss
+        if counts.target_tokens > 0:  # a mini-batch without targets has no NLL to report (not 0)
+            metrics["actor/sft_loss"] = Metric(value=sft_loss.detach(), aggregation=aggregation)
+        if off_mask.any():
+            p = log_prob.detach().float().exp()
+            metrics["actor/off_policy_prob"] = float((p * off_mask).sum() / off_mask.sum())
     metrics.update(_entropy_metrics(model_output, data, off_mask, response_mask.bool()))
     return loss, metrics

@@ -5,14 +5,31 @@ from __future__ import annotations
 from functools import partial
 
 from verl.single_controller.base.decorator import Dispatch, register
-from verl.workers.engine_workers import ActorRolloutRefWorker
+from verl.workers.engine_workers import ActorRolloutRefWorker, TrainingWorker
 
 from luffy.mix_src.mix_loss import LOSS_MODE, luffy_ppo_loss
+from luffy.mix_src.sft_loss import assign_sft_counts
 from luffy.verl_compat import bound_loss_config
+
+
+class SftCountingTrainingWorker(TrainingWorker):
+    """veRL's ``TrainingWorker`` that adds the SFT multitask loss's counts to each mini-batch."""
+
+    def train_batch(self, data):
+        # veRL's global batch info counts all response tokens; the SFT multitask loss also needs the
+        # mini-batch's target and on-policy counts, and this is the last method that sees it whole
+        # (the engine cuts it into micro-batches next)
+        assign_sft_counts(data, self.engine.get_data_parallel_group())
+        return super().train_batch(data)
 
 
 class MixActorRolloutRefWorker(ActorRolloutRefWorker):
     """``ActorRolloutRefWorker`` with :func:`luffy.mix_src.mix_loss.luffy_ppo_loss` as the actor loss."""
+
+    def __init__(self, config, *args, **kwargs):
+        super().__init__(config, *args, **kwargs)
+        if config.actor.get("use_sft_multitask_loss", False):
+            self.actor_worker_cls = SftCountingTrainingWorker  # veRL's init_model builds the actor from it
 
     @register(dispatch_mode=Dispatch.ONE_TO_ALL)
     def init_model(self):

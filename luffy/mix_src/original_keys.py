@@ -6,6 +6,8 @@ own veRL fork. :func:`translate_overrides` rewrites a hydra override list before
 
 * same meaning, other name: renamed (``off_policy_max_clip`` -> ``off_max_clip``, ``rollout.n_val`` ->
   ``rollout.val_kwargs.n``, ...), with LUFFY's ``-1 = off`` turned into ``null``;
+* ``use_off_policy_loss``: accepted when it agrees with ``use_sft_multitask_loss`` (which picks the loss
+  here) and dropped; both losses at once is refused, as in LUFFY;
 * a switch for a feature this project does not have: accepted at LUFFY's default (the feature off) and
   dropped; any other value is refused with a one-line message naming the replacement, or saying the
   feature is not supported;
@@ -104,7 +106,6 @@ def _resume_from_path(key: str, value: str) -> list[str]:
     return [] if _value(value) is False else [f"{key}={value}"]
 
 
-_SFT_LOSS = "LUFFY's SFT multitask loss is not available; off-policy traces train through the shaped loss"
 RULES: dict[str, Handler] = {
     # data
     "data.reward_impl_version": _reward_impl_version,
@@ -121,9 +122,6 @@ RULES: dict[str, Handler] = {
     ACTOR + "off_policy_min_clip": _rename(ACTOR + "off_min_clip", minus_one_is_null=True),
     ACTOR + "all_max_clip": _rename(ACTOR + "all_max_clip", minus_one_is_null=True),
     ACTOR + "clip_upper_bound": _clip_upper_bound,
-    ACTOR + "use_off_policy_loss": _only_default(
-        True, f"off-policy tokens always use LUFFY's loss; {ROLLOUT}n_prefix=0 gives plain GRPO"
-    ),
     ACTOR + "off_policy_loss_impl": _only_default("token", "only the token-level loss exists"),
     ACTOR + "off_policy_normalize": _only_default(False, "not implemented"),
     ACTOR + "use_off_policy_probs": _only_default(False, "the data carries no teacher token probabilities"),
@@ -143,8 +141,6 @@ RULES: dict[str, Handler] = {
         1.0, "adaptive entropy coefficients are not implemented"
     ),
     ACTOR + "alpha_lr": _only_default(0.01, "adaptive entropy coefficients are not implemented"),
-    ACTOR + "use_sft_multitask_loss": _only_default(False, _SFT_LOSS),
-    ACTOR + "sft_loss_coef": _only_default(1.0, _SFT_LOSS),
     ACTOR + "debug": _only_default(False, "no debug mode"),
     ACTOR + "use_target_lst": _rename(ROLLOUT + "use_target_lst"),
     ACTOR + "fsdp_config.grad_offload": _only_default(
@@ -176,6 +172,24 @@ RULES: dict[str, Handler] = {
 _ALREADY_PRESENT = ("trainer.val_before_train",)
 
 
+def _use_off_policy_loss(key: str, value: str, sft_multitask: bool) -> list[str]:
+    """LUFFY's switch between its off-policy loss and the SFT multitask loss: one of the two, dropped."""
+    wanted = _value(value)
+    if wanted is (not sft_multitask):
+        return []  # the loss this project picks from use_sft_multitask_loss
+    if wanted is True:
+        raise ValueError(
+            f"{key}=True together with {ACTOR}use_sft_multitask_loss=True: one loss or the other (LUFFY refuses "
+            "both too); drop this key for the SFT multitask loss"
+        )
+    if wanted is False:
+        raise ValueError(
+            f"{key}=False is not supported without {ACTOR}use_sft_multitask_loss=True: off-policy tokens use "
+            f"LUFFY's loss; {ROLLOUT}n_prefix=0 gives plain GRPO"
+        )
+    raise ValueError(f"{key}={value} must be True or False")
+
+
 def translate_overrides(overrides: Sequence[str]) -> list[str]:
     """Rewrite LUFFY's original keys in a hydra override list (other arguments pass through).
 
@@ -190,13 +204,20 @@ def translate_overrides(overrides: Sequence[str]) -> list[str]:
             to use instead.
     """
     out: list[str] = []
+    sft_multitask = any(
+        arg.split("=", 1)[0].lstrip("+") == ACTOR + "use_sft_multitask_loss" and _value(arg.split("=", 1)[1]) is True
+        for arg in overrides
+        if "=" in arg
+    )
     for arg in overrides:
         if arg.startswith("-") or "=" not in arg or arg.startswith("~"):
             out.append(arg)
             continue
         key, value = arg.split("=", 1)
         bare = key.lstrip("+")
-        if bare in RULES:
+        if bare == ACTOR + "use_off_policy_loss":
+            out.extend(_use_off_policy_loss(bare, value, sft_multitask))
+        elif bare in RULES:
             out.extend(RULES[bare](bare, value))
         elif bare in _ALREADY_PRESENT:
             out.append(f"{bare}={value}")
