@@ -133,9 +133,18 @@ TOUCHES: tuple[VerlTouch, ...] = (
     VerlTouch(
         "override",
         f"{_WORKER}.__init__",
-        "cpu.worker.CpuActorRolloutRefWorker, CpuMixActorRolloutRefWorker",
-        "the CPU platform's gloo group must exist before veRL's own process-group init",
+        "cpu.worker.CpuActorRolloutRefWorker, CpuMixActorRolloutRefWorker; MixActorRolloutRefWorker",
+        "the CPU platform's gloo group must exist before veRL's own process-group init; with the SFT "
+        "multitask loss, LUFFY's worker sets actor_worker_cls, the class veRL's init_model builds the actor from",
         "7ec3b78b884c",
+    ),
+    VerlTouch(
+        "override",
+        "verl.workers.engine_workers:TrainingWorker.train_batch",
+        "mix_src.mix_worker.SftCountingTrainingWorker",
+        "the last method that sees a whole mini-batch before the engine cuts micro-batches: adds the SFT "
+        "multitask loss's target and on-policy token counts (veRL's global_batch_info has neither), then veRL's",
+        "9107065b72b6",
     ),
     VerlTouch(
         "override",
