@@ -234,6 +234,13 @@ TOUCHES: tuple[VerlTouch, ...] = (
         "1baec41cee2d",
     ),
     VerlTouch(
+        "relies on",
+        "verl.experimental.agent_loop.agent_loop:AgentLoopWorker._run_agent_loop",
+        "MixAgentLoop.run (the server-client swap)",
+        "builds one agent-loop instance per session, so swapping its server_manager affects that session only",
+        "32c3d607c5d4",
+    ),
+    VerlTouch(
         "override",
         "verl.experimental.agent_loop.single_turn_agent_loop:SingleTurnAgentLoop.__init__",
         "MixAgentLoop.__init__",
