@@ -27,7 +27,8 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from luffy.mix_src.core_algos import compute_grpo_outcome_advantage_split, compute_token_on_off_policy_loss
+from luffy.mix_src.advantage import compute_grpo_outcome_advantage_split
+from luffy.mix_src.core_algos import compute_token_on_off_policy_loss
 
 
 def _sync(device: torch.device) -> None:

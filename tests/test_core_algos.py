@@ -11,13 +11,9 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from luffy.mix_src.core_algos import (
-    ACCEPTED_RESHAPES,
-    LOSS_METRIC_KEYS,
-    compute_grpo_outcome_advantage_split,
-    compute_token_on_off_policy_loss,
-    validate_reshape,
-)
+from luffy.mix_src.advantage import compute_grpo_outcome_advantage_split
+from luffy.mix_src.core_algos import LOSS_METRIC_KEYS, compute_token_on_off_policy_loss
+from luffy.mix_src.reshape import ACCEPTED_RESHAPES, Reshape
 
 HYP = settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 RESHAPES = ["no_reshape", "logp", "p_logp", "square_root", "pow", "p_div_p_0.1", "p_div_p_0.5", "p_div_p_2"]
@@ -644,13 +640,31 @@ def test_on_policy_loss_matches_verl_vanilla(clip_upper_bound):
 
 
 def test_reshape_validation():
-    assert validate_reshape("p_div_p_0.1") == ("p_div_p", 0.1)
-    assert validate_reshape("pow") == ("pow", None)
+    assert Reshape.parse("p_div_p_0.1") == Reshape("p_div_p", 0.1, 1.0, 0.5)
+    assert Reshape.parse("pow", weight=0.3, pow_exp=2) == Reshape("pow", None, 0.3, 2.0)
     assert "no_reshape" in ACCEPTED_RESHAPES
     for bad in ("sqrt", "p_div_p_", "p_div_p_-1", "p_div_p_abc", "p_div_p_inf", "", None):
         with pytest.raises(ValueError, match="p_div_p_<gamma>"):
-            validate_reshape(bad)
+            Reshape.parse(bad)
+    with pytest.raises(ValueError, match="pow_exp=nan"):
+        Reshape.parse("pow", pow_exp=float("nan"))
     x = torch.zeros(1, 2)
+    g = torch.Generator().manual_seed(3)
+    lp, old, adv = -torch.rand(3, 4, generator=g), -torch.rand(3, 4, generator=g), torch.randn(3, 4, generator=g)
+    off = torch.tensor([True, False, False])
+    by_name = compute_token_on_off_policy_loss(
+        old, lp, adv, torch.ones(3, 4), off, off_policy_reshape="p_logp", off_policy_reshape_weight=0.3,
+        on_policy_reshape="pow", on_policy_reshape_pow_exp=2.0,
+    )
+    by_object = compute_token_on_off_policy_loss(
+        old, lp, adv, torch.ones(3, 4), off, off_policy_reshape=Reshape.parse("p_logp", weight=0.3),
+        on_policy_reshape=Reshape.parse("pow", pow_exp=2.0),
+    )
+    torch.testing.assert_close(by_object[0], by_name[0], rtol=0, atol=0)
+    with pytest.raises(ValueError, match="off_policy_reshape: a parsed Reshape carries its own weight"):
+        compute_token_on_off_policy_loss(
+            x, x, x, x, x.bool(), off_policy_reshape=Reshape("logp"), off_policy_reshape_weight=0.1
+        )
     with pytest.raises(ValueError, match="on_policy_reshape: .*accepted"):
         compute_token_on_off_policy_loss(x, x, x, x, x.bool(), on_policy_reshape="bogus")
     with pytest.raises(ValueError, match="advantages"):

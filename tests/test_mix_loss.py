@@ -14,9 +14,11 @@ from verl.utils import tensordict_utils as tu
 from verl.utils.config import omega_conf_to_dataclass
 
 import luffy.plugin  # noqa: F401
+from luffy.mix_src import mix_loss
 from luffy.mix_src.core_algos import compute_token_on_off_policy_loss
 from luffy.mix_src.mix_fields import OFF_POLICY_KEY, PREFIX_LEN_KEY
 from luffy.mix_src.mix_loss import luffy_policy_loss, luffy_ppo_loss
+from luffy.mix_src.reshape import Reshape
 from luffy.mix_src.sft_loss import assign_sft_counts
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "luffy" / "mix_src" / "config"
@@ -171,6 +173,32 @@ def test_rollout_is_weights_apply_to_on_policy_tokens_only():
     weighted_adv = torch.where(ref["off"].bool(), ref["adv"], ref["adv"] * ref["w"])
     expected, _ = _expected_pg(config, ref, advantages=weighted_adv)
     torch.testing.assert_close(loss, expected * ref["mask"].sum() / GLOBAL_TOKENS)
+
+
+def test_worker_path_passes_the_parsed_reshapes_without_parsing_per_micro_batch(monkeypatch):
+    config = _actor_config(
+        "actor_rollout_ref.actor.entropy_coeff=0.0",
+        "actor_rollout_ref.actor.on_policy_reshape=pow",
+        "actor_rollout_ref.actor.on_policy_reshape_pow_exp=2.0",
+    )
+    assert config.off_reshape == Reshape("p_div_p", 0.1, 0.1, 0.5)
+    assert config.on_reshape == Reshape("pow", None, 0.1, 2.0)
+    seen = []
+    real_loss = mix_loss.compute_token_on_off_policy_loss
+
+    def spy(**kwargs):
+        seen.append((kwargs["off_policy_reshape"], kwargs["on_policy_reshape"]))
+        return real_loss(**kwargs)
+
+    def no_parse(*args, **kwargs):
+        raise AssertionError("a reshape was parsed on a micro-batch")
+
+    monkeypatch.setattr(mix_loss, "compute_token_on_off_policy_loss", spy)
+    monkeypatch.setattr(Reshape, "parse", no_parse)
+    for seed in (0, 1):
+        data, model_output, _, _, _, _ = _micro_batch(seed=seed)
+        luffy_ppo_loss(config, model_output, data)
+    assert len(seen) == 2 and all(off is config.off_reshape and on is config.on_reshape for off, on in seen)
 
 
 def test_policy_loss_refuses_to_run_without_the_mask():

@@ -11,8 +11,9 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from luffy.mix_src.core_algos import luffy_loss_agg_mode, validate_reshape
+from luffy.mix_src.core_algos import luffy_loss_agg_mode
 from luffy.mix_src.prefix import check_prefix_strategy
+from luffy.mix_src.reshape import Reshape
 
 LUFFY_AGENT_LOOP = "luffy_mix_agent"
 ADV_ESTIMATORS = ("grpo", "grpo_split")
@@ -36,25 +37,26 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def check_actor_keys(actor: Any, prefix: str = "actor_rollout_ref.actor") -> None:
+def check_actor_keys(actor: Any, prefix: str = "actor_rollout_ref.actor") -> tuple[Reshape, Reshape]:
     """Validate LUFFY's loss keys on the actor node (DictConfig or dataclass).
+
+    Returns:
+        ``(off_reshape, on_reshape)``: the two reshapes parsed once (:meth:`Reshape.parse`).
 
     Raises:
         ValueError: naming the first bad key and its accepted values.
     """
+    reshapes = []
     for key in RESHAPE_KEYS:
+        for knob in (f"{key}_weight", f"{key}_pow_exp"):
+            if not _is_number(_get(actor, knob)):
+                raise ValueError(f"{prefix}.{knob}={_get(actor, knob)!r} must be a finite number")
         try:
-            validate_reshape(_get(actor, key))
+            reshapes.append(
+                Reshape.parse(_get(actor, key), _get(actor, f"{key}_weight"), _get(actor, f"{key}_pow_exp"))
+            )
         except (ValueError, TypeError) as err:
             raise ValueError(f"{prefix}.{key}: {err}") from None
-    for key in (
-        "off_policy_reshape_weight",
-        "on_policy_reshape_weight",
-        "off_policy_reshape_pow_exp",
-        "on_policy_reshape_pow_exp",
-    ):
-        if not _is_number(_get(actor, key)):
-            raise ValueError(f"{prefix}.{key}={_get(actor, key)!r} must be a finite number")
     for key in CLIP_KEYS:
         value = _get(actor, key)
         if value is not None and not (_is_number(value) and value > 0):
@@ -74,6 +76,8 @@ def check_actor_keys(actor: Any, prefix: str = "actor_rollout_ref.actor") -> Non
         if not (_is_number(value) and value > 0):
             raise ValueError(f"{prefix}.{key}={value!r} must be a positive number of tokens")
     check_sft_multitask_keys(actor, prefix)
+    off_reshape, on_reshape = reshapes
+    return off_reshape, on_reshape
 
 
 def check_sft_multitask_keys(actor: Any, prefix: str = "actor_rollout_ref.actor") -> None:
@@ -190,16 +194,15 @@ def check_types_and_ranges(config: Any) -> None:
             if not (_is_number(value) and value > 0):
                 raise ValueError(f"{prefix}.{key}={value!r} must be a finite number > 0")
         name = _get(actor, f"{side}_policy_reshape")
-        if isinstance(name, str) and name.startswith("p_div_p_"):
-            try:
-                gamma = float(name.removeprefix("p_div_p_"))
-            except ValueError:
-                continue  # not a number: validate_reshape names the accepted forms
-            if math.isfinite(gamma) and 0 < gamma < MIN_RESHAPE_GAMMA:
-                raise ValueError(
-                    f"{prefix}.{side}_policy_reshape={name!r}: gamma must be >= {MIN_RESHAPE_GAMMA:g} (with a "
-                    "smaller gamma p/(p+gamma) is ~1 for every token and the shaped gradient vanishes)"
-                )
+        try:
+            reshape = Reshape.parse(name)
+        except (ValueError, TypeError):
+            continue  # check_actor_keys names the accepted forms
+        if reshape.kind == "p_div_p" and reshape.gamma < MIN_RESHAPE_GAMMA:
+            raise ValueError(
+                f"{prefix}.{side}_policy_reshape={name!r}: gamma must be >= {MIN_RESHAPE_GAMMA:g} (with a "
+                "smaller gamma p/(p+gamma) is ~1 for every token and the shaped gradient vanishes)"
+            )
 
 
 def check_luffy_config(config: Any) -> None:

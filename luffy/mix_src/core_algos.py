@@ -1,53 +1,35 @@
-"""LUFFY's core algorithms: split GRPO advantages and the mixed on/off-policy token loss.
+"""LUFFY's mixed on/off-policy token loss.
 
-Two pure-torch functions that the LUFFY trainer calls directly:
+:func:`compute_token_on_off_policy_loss` is a pure-torch PPO-clipped loss on on-policy tokens plus an
+unclipped, optionally shaped importance-sampling loss on off-policy (guidance) tokens; the shaping
+functions and their parsed config live in :mod:`luffy.mix_src.reshape`, the split GRPO advantage in
+:mod:`luffy.mix_src.advantage`.
 
-* :func:`compute_grpo_outcome_advantage_split` - group-normalised outcome advantages where the
-  group statistics may come from every member (LUFFY's recipe) or from the on-policy members only.
-* :func:`compute_token_on_off_policy_loss` - PPO-clipped loss on on-policy tokens plus an unclipped,
-  optionally shaped importance-sampling loss on off-policy (guidance) tokens.
-
-Both work on CPU and GPU, accept float32/bfloat16 inputs and compute in float32 (float64 inputs stay
+It works on CPU and GPU, accepts float32/bfloat16 inputs and computes in float32 (float64 inputs stay
 float64). The loss is aggregated by veRL's own ``agg_loss`` with veRL's global batch information, so
-its normalisation is the one veRL applies to every other loss term. Neither function is itself a
-veRL registry entry; thin adapters are (``registration.py``): ``grpo_split`` (``advantage.py``, which
-the trainer calls with the off-policy flags) and the ``luffy_mixed`` policy loss (``mix_loss.py``,
-which receives the off-policy token mask from LUFFY's ``ppo_loss`` wrapper).
+its normalisation is the one veRL applies to every other loss term. The function is not itself a veRL
+registry entry; the ``luffy_mixed`` policy loss (``mix_loss.py``, registered in ``registration.py``)
+adapts it and receives the off-policy token mask from LUFFY's ``ppo_loss`` wrapper.
 """
 
 from __future__ import annotations
 
-import logging
-import math
 from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
 import torch
 
-logger = logging.getLogger(__name__)
+from luffy.mix_src.reshape import Reshape, off_policy_ratio, on_policy_ratio
 
 __all__ = [
-    "ACCEPTED_RESHAPES",
     "LOSS_METRIC_KEYS",
-    "STATS_FROM_CHOICES",
-    "compute_grpo_outcome_advantage_split",
     "compute_token_on_off_policy_loss",
     "luffy_loss_agg_mode",
-    "validate_reshape",
 ]
 
 # veRL's loss_agg_mode that expresses LUFFY's loss_remove_token_mean: per-sequence token sums, divided by
 # the number of sequences of the global mini-batch and by one constant length (loss_scale_factor).
 REMOVE_TOKEN_MEAN_MODE = "seq-mean-token-sum-norm"
-
-# Names accepted by ``on_policy_reshape`` / ``off_policy_reshape``. The last entry is a pattern: any
-# ``p_div_p_<gamma>`` with a positive finite number, e.g. ``p_div_p_0.1`` (LUFFY's recipe).
-ACCEPTED_RESHAPES: tuple[str, ...] = ("no_reshape", "logp", "p_logp", "square_root", "pow", "p_div_p_<gamma>")
-_P_DIV_P_PREFIX = "p_div_p_"
-
-# Accepted values of ``stats_from`` in the advantage estimator.
-STATS_FROM_CHOICES: tuple[str, ...] = ("all", "on_policy")
 
 # Same bound as veRL's PPO loss: log-ratios are clamped to [-20, 20] before ``exp``.
 _LOG_RATIO_CLAMP = 20.0
@@ -55,246 +37,8 @@ _LOG_RATIO_CLAMP = 20.0
 _TARGET_PROB_FLOOR = 1e-12
 
 
-def validate_reshape(name: str) -> tuple[str, float | None]:
-    """Check a reshape name and parse it.
-
-    Args:
-        name: one of :data:`ACCEPTED_RESHAPES`; ``p_div_p_<gamma>`` takes any positive finite gamma.
-
-    Returns:
-        ``(kind, gamma)``: ``kind`` is the name without its number (``"p_div_p"`` for the pattern) and
-        ``gamma`` the parsed number for ``p_div_p``, otherwise ``None``.
-
-    Raises:
-        ValueError: for any other name, listing the accepted forms.
-    """
-    if isinstance(name, str):
-        if name in ACCEPTED_RESHAPES[:-1]:
-            return name, None
-        if name.startswith(_P_DIV_P_PREFIX):
-            try:
-                gamma = float(name[len(_P_DIV_P_PREFIX) :])
-            except ValueError:
-                gamma = float("nan")
-            if math.isfinite(gamma) and gamma > 0:
-                return "p_div_p", gamma
-    raise ValueError(
-        f"Invalid reshape {name!r}; accepted: {', '.join(ACCEPTED_RESHAPES)} "
-        "(gamma a positive number, e.g. 'p_div_p_0.1')"
-    )
-
-
 def _compute_dtype(t: torch.Tensor) -> torch.dtype:
     return torch.float64 if t.dtype == torch.float64 else torch.float32
-
-
-def _group_ids(index: Any, batch_size: int, device: torch.device) -> torch.Tensor:
-    """Map arbitrary group labels (numpy array of str/object/int, list, or tensor) to ids 0..G-1."""
-    if isinstance(index, torch.Tensor):
-        flat = index.reshape(-1)
-        if len(flat) != batch_size:
-            raise ValueError(f"index has {len(flat)} entries but the batch has {batch_size} samples")
-        return torch.unique(flat, return_inverse=True)[1].to(device=device, dtype=torch.long)
-    arr = np.asarray(index)
-    if arr.ndim != 1 or arr.shape[0] != batch_size:
-        raise ValueError(f"index must be 1-D with {batch_size} entries, got shape {arr.shape}")
-    try:
-        inverse = np.unique(arr, return_inverse=True)[1]
-    except TypeError:
-        # Mixed, unorderable labels: hash-based factorisation (a mapping, not arithmetic).
-        logger.debug("group labels are not orderable; grouping them by hash")
-        ids: dict[Any, int] = {}
-        inverse = np.fromiter((ids.setdefault(x, len(ids)) for x in arr.tolist()), np.int64, len(arr))
-    return torch.as_tensor(inverse.reshape(-1), dtype=torch.long, device=device)
-
-
-def compute_grpo_outcome_advantage_split(
-    token_level_rewards: torch.Tensor,
-    response_mask: torch.Tensor,
-    index: Any,
-    off_policy_mask: torch.Tensor | None = None,
-    epsilon: float = 1e-6,
-    norm_adv_by_std: bool = True,
-    stats_from: str = "all",
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """GRPO outcome advantages with a choice of which group members supply the statistics.
-
-    For sample ``i`` in group ``g`` (samples sharing the same ``index`` entry, i.e. the prompt uid)::
-
-        s_i   = sum_t token_level_rewards[i, t]
-        S_g   = members of g used for statistics: all of them (stats_from="all", LUFFY's recipe)
-                or the on-policy ones only (stats_from="on_policy")
-        mu_g  = mean(s_j, j in S_g)
-        sd_g  = unbiased sample std of s_j, j in S_g   (torch.std default)
-        A_i   = (s_i - mu_g) / (sd_g + epsilon)         if norm_adv_by_std else  s_i - mu_g
-
-    Every member of the group (off-policy ones included) is normalised by the same ``mu_g, sd_g``.
-    Degenerate groups:
-
-    * ``|S_g| == 1``: ``mu_g = 0, sd_g = 1`` exactly as veRL's ``compute_grpo_outcome_advantage`` does,
-      so ``A_i = s_i / (1 + epsilon)``.
-    * ``|S_g| == 0`` (``"on_policy"`` and a group made only of off-policy samples): the same fallback
-      ``mu_g = 0, sd_g = 1``.
-    * ``|S_g| >= 2`` and all those scores equal (``sd_g = 0``): ``mu_g`` is that common score (exactly,
-      without rounding) and ``sd_g = 1``, as LUFFY's original split estimator does. The statistics
-      members then get exactly 0 (veRL gets ``0 / epsilon = 0`` too); under ``"on_policy"`` an
-      off-policy member with a different score gets ``(s_i - mu_g) / (1 + epsilon)`` instead of a
-      ``1 / epsilon``-sized blow-up.
-
-    With ``stats_from="all"`` and no off-policy sample this reproduces veRL's ``grpo`` estimator.
-
-    Args:
-        token_level_rewards: ``(batch_size, response_length)`` rewards; only their row sums matter.
-        response_mask: ``(batch_size, response_length)`` 1 on response tokens.
-        index: ``(batch_size,)`` group labels: numpy array of str/object (veRL's ``uid``), ints, list
-            or an integer tensor.
-        off_policy_mask: ``(batch_size,)`` or ``(batch_size, response_length)``; a sample is off-policy
-            if any of its entries is true. ``None`` means all on-policy.
-        epsilon: added to the std before dividing.
-        norm_adv_by_std: divide by ``sd_g + epsilon`` (GRPO) or not (Dr. GRPO).
-        stats_from: ``"all"`` or ``"on_policy"``.
-
-    Returns:
-        ``(advantages, returns)``, both ``(batch_size, response_length)`` with the same values: ``A_i``
-        broadcast over the response and zero where ``response_mask`` is 0.
-    """
-    if stats_from not in STATS_FROM_CHOICES:
-        raise ValueError(f"stats_from must be one of {STATS_FROM_CHOICES}, got {stats_from!r}")
-    if token_level_rewards.dim() != 2:
-        raise ValueError(f"token_level_rewards must be 2-D, got shape {tuple(token_level_rewards.shape)}")
-    if response_mask.shape != token_level_rewards.shape:
-        raise ValueError(
-            f"response_mask shape {tuple(response_mask.shape)} != token_level_rewards shape "
-            f"{tuple(token_level_rewards.shape)}"
-        )
-    bsz = token_level_rewards.shape[0]
-    device = token_level_rewards.device
-    out_dtype = token_level_rewards.dtype if token_level_rewards.is_floating_point() else torch.float32
-    cdt = _compute_dtype(token_level_rewards)
-
-    with torch.no_grad():
-        gid = _group_ids(index, bsz, device)  # (B,)
-        # s_i = sum_t r_it
-        scores = token_level_rewards.to(cdt).sum(dim=-1)  # (B,)
-
-        # w_i = 1 if sample i supplies statistics for its group
-        if stats_from == "all" or off_policy_mask is None:
-            weights = torch.ones(bsz, dtype=cdt, device=device)  # (B,)
-        else:
-            off = _per_sample_off_mask(off_policy_mask, token_level_rewards.shape)  # (B,)
-            weights = (~off).to(cdt)  # (B,)
-
-        n_groups = int(gid.max().item()) + 1 if bsz > 0 else 0
-        # n_g = sum_{i in g} w_i ; mu_g = sum_{i in g} w_i s_i / n_g
-        count = torch.zeros(n_groups, dtype=cdt, device=device).index_add_(0, gid, weights)  # (G,)
-        total = torch.zeros(n_groups, dtype=cdt, device=device).index_add_(0, gid, weights * scores)  # (G,)
-        mean = total / count.clamp(min=1.0)  # (G,)
-        # sd_g^2 = sum_{i in g} w_i (s_i - mu_g)^2 / (n_g - 1)   (two-pass, unbiased)
-        centred = scores - mean[gid]  # (B,)
-        sq = torch.zeros(n_groups, dtype=cdt, device=device).index_add_(0, gid, weights * centred * centred)
-        std = (sq / (count - 1.0).clamp(min=1.0)).sqrt()  # (G,)
-        # statistics samples all equal (sd_g = 0): mu_g = that value exactly, sd_g = 1
-        used = weights > 0  # (B,)
-        inf = torch.tensor(float("inf"), dtype=cdt, device=device)
-        gmax = torch.full((n_groups,), -inf, dtype=cdt, device=device).scatter_reduce_(
-            0, gid, torch.where(used, scores, -inf), reduce="amax"
-        )  # (G,)
-        gmin = torch.full((n_groups,), inf, dtype=cdt, device=device).scatter_reduce_(
-            0, gid, torch.where(used, scores, inf), reduce="amin"
-        )  # (G,)
-        constant = gmax == gmin  # (G,)
-        mean = torch.where(constant, gmax, mean)
-        std = torch.where(constant, torch.ones_like(std), std)
-        # groups with fewer than two statistics samples: mu_g = 0, sd_g = 1
-        few = count < 2  # (G,)
-        mean = torch.where(few, torch.zeros_like(mean), mean)
-        std = torch.where(few, torch.ones_like(std), std)
-
-        # A_i = (s_i - mu_g) / (sd_g + eps)   or   s_i - mu_g
-        adv = scores - mean[gid]  # (B,)
-        if norm_adv_by_std:
-            adv = adv / (std[gid] + epsilon)
-        advantages = (adv.unsqueeze(-1) * response_mask.to(cdt)).to(out_dtype)  # (B, T)
-    return advantages, advantages
-
-
-def _per_sample_off_mask(off_policy_mask: torch.Tensor, shape: torch.Size) -> torch.Tensor:
-    """(B,) bool: a sample is off-policy if any of its entries is set."""
-    bsz = shape[0]
-    if off_policy_mask.dim() == 1 and off_policy_mask.shape[0] == bsz:
-        return off_policy_mask.to(device=off_policy_mask.device).bool()
-    if off_policy_mask.dim() == 2 and tuple(off_policy_mask.shape) == tuple(shape):
-        return off_policy_mask.bool().any(dim=-1)
-    raise ValueError(f"off_policy_mask must have shape ({bsz},) or {tuple(shape)}, got {tuple(off_policy_mask.shape)}")
-
-
-def _on_policy_ratio(
-    kind: str,
-    gamma: float | None,
-    d: torch.Tensor,
-    inside: torch.Tensor,
-    p: torch.Tensor,
-    old_log_prob: torch.Tensor,
-    weight: float,
-    exp_: float,
-) -> tuple[torch.Tensor, torch.Tensor, bool]:
-    """Shaped on-policy ratio g and dg/dlog_prob, both (B, T), from the clamped log-ratio d.
-
-    The third value tells whether dg still has to be zeroed where the log-ratio clamp was active
-    (``inside`` false); for ``p_div_p`` that is already folded into dg.
-    """
-    if kind == "no_reshape":
-        # g = e^d ; g' = e^d
-        g = d.exp()
-        return g, g, True
-    if kind == "logp":
-        # g = d ; g' = 1
-        return d, torch.ones_like(d), True
-    if kind == "p_logp":
-        # g = e^d + w d ; g' = e^d + w
-        e = d.exp()
-        return e + weight * d, e.add_(weight), True
-    if kind == "square_root":
-        # g = sqrt(e^d) = e^(d/2) ; g' = g / 2
-        g = (0.5 * d).exp()
-        return g, 0.5 * g, True
-    if kind == "pow":
-        # g = (e^d)^k = e^(k d) ; g' = k g
-        g = (exp_ * d).exp()
-        return g, exp_ * g, True
-    # p_div_p: g = f(p)/f(p_old), f(x) = x/(x+G), evaluated as e^d (p_old + G) / (p + G) (finite when p_old
-    # underflows); g' = g (1[inside] - p/(p+G)), i.e. g G/(p+G) where the log-ratio clamp is inactive
-    inv = 1.0 / (p + gamma)  # (B, T)
-    g = d.exp() * (old_log_prob.exp() + gamma) * inv  # (B, T)
-    dg = g * (inside.to(g.dtype) - p * inv)  # (B, T)
-    return g, dg, False
-
-
-def _off_policy_ratio(
-    kind: str, gamma: float | None, log_q: torch.Tensor, q: torch.Tensor, weight: float, exp_: float
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Shaped off-policy ratio h(q), q = exp(log_q), and dh/dlog_q (= h'(q) q), both (B, T)."""
-    if kind == "no_reshape":
-        # h = q ; dh/dlog q = q
-        return q, q
-    if kind == "logp":
-        # h = w log q ; dh/dlog q = w
-        return weight * log_q, torch.full_like(log_q, weight)
-    if kind == "p_logp":
-        # h = w log q + q ; dh/dlog q = w + q
-        return weight * log_q + q, q + weight
-    if kind == "square_root":
-        # h = q^(1/2) ; dh/dlog q = h / 2
-        h = (0.5 * log_q).exp()
-        return h, 0.5 * h
-    if kind == "pow":
-        # h = q^k ; dh/dlog q = k h
-        h = (exp_ * log_q).exp()
-        return h, exp_ * h
-    # p_div_p: h = q/(q+G) ; dh/dlog q = q G/(q+G)^2 = h G/(q+G)
-    inv = 1.0 / (q + gamma)  # (B, T)
-    h = q * inv  # (B, T)
-    return h, h * gamma * inv
 
 
 class _TokenLossWithGrad(torch.autograd.Function):
@@ -333,6 +77,20 @@ def luffy_loss_agg_mode(loss_agg_mode: str, loss_remove_token_mean: bool) -> str
     return REMOVE_TOKEN_MEAN_MODE
 
 
+def _as_reshape(key: str, reshape: Reshape | str, weight: float | None, pow_exp: float | None) -> Reshape:
+    """The :class:`Reshape` of one side of the loss: passed through, or parsed from its name once per call."""
+    if isinstance(reshape, Reshape):
+        if weight is not None or pow_exp is not None:
+            raise ValueError(
+                f"{key}: a parsed Reshape carries its own weight and pow_exp; leave the {key}_* knobs None"
+            )
+        return reshape
+    try:
+        return Reshape.parse(reshape, 1.0 if weight is None else weight, 0.5 if pow_exp is None else pow_exp)
+    except ValueError as err:
+        raise ValueError(f"{key}: {err}") from None
+
+
 def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """sum(a * b) over all elements without materialising the product."""
     return torch.dot(a.reshape(-1), b.reshape(-1))
@@ -346,12 +104,12 @@ def compute_token_on_off_policy_loss(
     off_policy_mask: torch.Tensor,
     cliprange: float = 0.2,
     clip_upper_bound: float | None = None,
-    off_policy_reshape: str = "no_reshape",
-    off_policy_reshape_weight: float = 1.0,
-    off_policy_reshape_pow_exp: float = 0.5,
-    on_policy_reshape: str = "no_reshape",
-    on_policy_reshape_weight: float = 1.0,
-    on_policy_reshape_pow_exp: float = 0.5,
+    off_policy_reshape: Reshape | str = "no_reshape",
+    off_policy_reshape_weight: float | None = None,
+    off_policy_reshape_pow_exp: float | None = None,
+    on_policy_reshape: Reshape | str = "no_reshape",
+    on_policy_reshape_weight: float | None = None,
+    on_policy_reshape_pow_exp: float | None = None,
     off_max_clip: float | None = None,
     off_min_clip: float | None = None,
     all_max_clip: float | None = None,
@@ -411,9 +169,13 @@ def compute_token_on_off_policy_loss(
         off_policy_mask: ``(batch_size, response_length)`` or ``(batch_size,)``; 1 on off-policy tokens.
         cliprange: PPO epsilon.
         clip_upper_bound: optional larger upper clip bound for the on-policy ratio.
-        off_policy_reshape, on_policy_reshape: one of :data:`ACCEPTED_RESHAPES`.
-        off_policy_reshape_weight, on_policy_reshape_weight: ``w`` of ``logp``/``p_logp``.
-        off_policy_reshape_pow_exp, on_policy_reshape_pow_exp: ``k`` of ``pow``.
+        off_policy_reshape, on_policy_reshape: a parsed :class:`~luffy.mix_src.reshape.Reshape` (what the
+            worker passes, parsed once by its config), or a name of
+            :data:`~luffy.mix_src.reshape.ACCEPTED_RESHAPES`, parsed here with the two knobs below.
+        off_policy_reshape_weight, on_policy_reshape_weight: ``w`` of ``logp``/``p_logp`` for a name
+            (default 1.0); must stay ``None`` with a ``Reshape``, which carries its own.
+        off_policy_reshape_pow_exp, on_policy_reshape_pow_exp: ``k`` of ``pow`` for a name (default
+            0.5); must stay ``None`` with a ``Reshape``.
         off_max_clip, off_min_clip: bounds on the shaped off-policy ratio.
         all_max_clip: drop tokens whose current probability exceeds this.
         target_probs: ``(batch_size, response_length)`` probabilities of the off-policy tokens under the
@@ -435,14 +197,12 @@ def compute_token_on_off_policy_loss(
         ``on_policy_prob`` (mean p_old over on tokens), ``on_token_count``, ``off_token_count``.
         Averages over an empty set of tokens are 0.
     """
-    try:
-        off_kind, off_gamma = validate_reshape(off_policy_reshape)
-    except ValueError as err:
-        raise ValueError(f"off_policy_reshape: {err}") from None
-    try:
-        on_kind, on_gamma = validate_reshape(on_policy_reshape)
-    except ValueError as err:
-        raise ValueError(f"on_policy_reshape: {err}") from None
+    off_reshape = _as_reshape(
+        "off_policy_reshape", off_policy_reshape, off_policy_reshape_weight, off_policy_reshape_pow_exp
+    )
+    on_reshape = _as_reshape(
+        "on_policy_reshape", on_policy_reshape, on_policy_reshape_weight, on_policy_reshape_pow_exp
+    )
     shape = log_prob.shape
     if log_prob.dim() != 2:
         raise ValueError(f"log_prob must be (batch_size, response_length), got {tuple(shape)}")
@@ -482,9 +242,7 @@ def compute_token_on_off_policy_loss(
         # d = clamp(log p - log p_old, -20, 20); dd/dlog p = 1 where the clamp is inactive, else 0
         d = raw.clamp(-_LOG_RATIO_CLAMP, _LOG_RATIO_CLAMP)  # (B, T)
         inside = d == raw  # (B, T)
-        g, dg, fold_inside = _on_policy_ratio(
-            on_kind, on_gamma, d, inside, p, old, on_policy_reshape_weight, on_policy_reshape_pow_exp
-        )
+        g, dg, fold_inside = on_policy_ratio(on_reshape, d, inside, p, old)
         on_no_grad = ~inside if fold_inside else None  # (B, T) tokens whose dL/dlog p is 0
         if loss_remove_clip:
             # L_on = -A g
@@ -506,7 +264,7 @@ def compute_token_on_off_policy_loss(
             # log q = log p - log target
             log_q = lp - target_probs.detach().to(cdt).clamp(min=_TARGET_PROB_FLOOR).log()  # (B, T)
             q = log_q.exp()  # (B, T)
-        h, dh = _off_policy_ratio(off_kind, off_gamma, log_q, q, off_policy_reshape_weight, off_policy_reshape_pow_exp)
+        h, dh = off_policy_ratio(off_reshape, log_q, q)
         over = under = off_no_grad = None
         if off_max_clip is not None:
             # h = min(h, off_max_clip); no gradient where it binds

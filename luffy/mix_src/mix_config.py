@@ -5,7 +5,9 @@ dataclasses through their ``_target_`` (``hydra.utils.instantiate``), which reje
 does not declare. LUFFY's keys live where LUFFY's train.sh puts them, so each node gets a small
 subclass that declares them; ``config/mix_ppo_trainer.yaml`` points the nodes' ``_target_`` here. The
 values are validated both before Ray starts (:mod:`luffy.mix_src.config_check`) and whenever a worker
-builds the dataclass (``__post_init__``), so no process runs with a bad value.
+builds the dataclass (``__post_init__``), so no process runs with a bad value. The actor's reshape
+names are parsed there once into :class:`~luffy.mix_src.reshape.Reshape` objects (``off_reshape``,
+``on_reshape``) that the loss receives on every micro-batch.
 
 The actor subclass derives from veRL's FSDP actor config (the ``fsdp``/``fsdp2`` strategies LUFFY's
 recipe and the CPU run use).
@@ -28,7 +30,8 @@ class LuffyActorConfig(FSDPActorConfig):
 
     ``loss_remove_token_mean=true`` is veRL's ``loss_agg_mode=seq-mean-token-sum-norm`` with
     ``loss_scale_factor`` (when null) = ``max_response_length``; ``__post_init__`` sets both, so veRL's
-    own aggregation (policy, entropy and KL terms) sees one constant normaliser.
+    own aggregation (policy, entropy and KL terms) sees one constant normaliser. ``off_reshape`` and
+    ``on_reshape`` (set by ``__post_init__``, not config keys) are the parsed ``*_policy_reshape`` values.
     """
 
     _mutable_fields = FSDPActorConfig._mutable_fields | {"loss_agg_mode", "loss_scale_factor"}
@@ -51,7 +54,8 @@ class LuffyActorConfig(FSDPActorConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        config_check.check_actor_keys(self, prefix="actor_rollout_ref.actor")
+        # plain attributes, not fields: set once here (BaseConfig freezes them afterwards), never config keys
+        self.off_reshape, self.on_reshape = config_check.check_actor_keys(self, prefix="actor_rollout_ref.actor")
         self.loss_agg_mode = luffy_loss_agg_mode(self.loss_agg_mode, self.loss_remove_token_mean)
         if self.loss_remove_token_mean and self.loss_scale_factor is None:
             self.loss_scale_factor = self.max_response_length
