@@ -60,7 +60,7 @@ def head_size(model_config: dict[str, Any]) -> int | None:
     return None
 
 
-def check_vllm_rollout_on_cpu(rollout_name: str, model_path: str | os.PathLike) -> None:
+def check_vllm_rollout_on_cpu(rollout_name: str | None, model_path: str | os.PathLike) -> None:
     """``rollout.name=vllm`` on the CPU platform needs vLLM's CPU build and a head size it supports.
 
     Raises:

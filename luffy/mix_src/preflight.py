@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from omegaconf import open_dict
+from omegaconf import OmegaConf, open_dict
 
 from luffy.cpu.vllm_support import check_vllm_rollout_on_cpu
 
@@ -193,6 +193,7 @@ def preflight(config: Any) -> None:
     """
     check_logger(config)
     check_context_length(config)
-    check_vllm_rollout_on_cpu(config.actor_rollout_ref.rollout.name, config.actor_rollout_ref.model.path)
+    rollout = OmegaConf.select(config, "actor_rollout_ref.rollout.name", default=None)  # "???" in veRL's yaml
+    check_vllm_rollout_on_cpu(rollout, config.actor_rollout_ref.model.path)
     check_training_targets(config)
     choose_attention(config)
