@@ -25,6 +25,7 @@ from luffy.cpu.shm_segments import SEGMENT_PREFIXES, SHM_DIR
 from luffy.cpu.vllm_support import vllm_cpu_problem
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+SAMPLE_DIR = REPO_ROOT / "data" / "sample"  # the 36-problem evaluation sample and the training rows
 STEPS, BATCH, N, N_PREFIX = 2, 4, 4, 1
 
 _problem = vllm_cpu_problem()
@@ -111,12 +112,12 @@ def test_shared_memory_segments_removed_after_the_run(vllm_run):
 
 
 @pytest.fixture(scope="module")
-def tiny_vllm_model(tmp_path_factory, shared_dir) -> Path:
+def tiny_vllm_model(tmp_path_factory) -> Path:
     from luffy.tiny import VLLM_CPU_HIDDEN_SIZE, build_tiny_checkpoint
 
     return build_tiny_checkpoint(
         tmp_path_factory.mktemp("tiny_vllm"),
-        corpus_files=[shared_dir / "data" / "openr1_sample.jsonl"],
+        corpus_files=[SAMPLE_DIR / "openr1_sample.jsonl"],
         hidden_size=VLLM_CPU_HIDDEN_SIZE,
     )
 
@@ -146,9 +147,9 @@ def _generate(engine: str, model: Path, sample: Path, out: Path) -> list[dict]:
     return [json.loads(line) for line in out.read_text().splitlines()]
 
 
-def test_generate_vllm_engine_matches_hf_greedy(tiny_vllm_model, shared_dir, tmp_path):
+def test_generate_vllm_engine_matches_hf_greedy(tiny_vllm_model, tmp_path):
     """Same file format, same responses and verdicts as --engine hf on greedy decoding, every problem."""
-    sample = shared_dir / "data" / "eval_sample.jsonl"
+    sample = SAMPLE_DIR / "eval_sample.jsonl"
     vllm_rows = _generate("vllm", tiny_vllm_model, sample, tmp_path / "vllm.jsonl")
     hf_rows = _generate("hf", tiny_vllm_model, sample, tmp_path / "hf.jsonl")
     assert len(vllm_rows) == len(hf_rows) == len(sample.read_text().splitlines())
