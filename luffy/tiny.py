@@ -5,7 +5,9 @@ corpus (plus any text passed in), with a Qwen2.5-style chat template; the model 
 2-layer Qwen2 causal LM built from a config. Byte-level BPE makes ``decode(encode(text)) == text``
 hold for any string, which the off-policy tokenisation relies on.
 
-Command line: ``python -m luffy.tiny OUT_DIR [--corpus FILE ...]`` writes both into ``OUT_DIR``.
+Command line: ``python -m luffy.tiny OUT_DIR [--corpus FILE ...] [--hidden_size N]`` writes both into
+``OUT_DIR``. The default hidden size 64 (head size 16) keeps the CPU tests fast; vLLM's CPU attention
+needs a head size of at least 32, hence ``--hidden_size 128`` (:data:`VLLM_CPU_HIDDEN_SIZE`) there.
 """
 
 from __future__ import annotations
@@ -21,6 +23,10 @@ PAD_TOKEN = "<|endoftext|>"
 EOS_TOKEN = "<|im_end|>"
 SPECIAL_TOKENS = [PAD_TOKEN, "<|im_start|>", EOS_TOKEN]
 THINK_TOKENS = ["<think>", "</think>"]
+NUM_ATTENTION_HEADS = 4
+DEFAULT_HIDDEN_SIZE = 64
+VLLM_CPU_HIDDEN_SIZE = 128
+"""Smallest hidden size whose head size (hidden / 4 heads = 32) vLLM's CPU attention accepts."""
 
 # Qwen2.5's template, reduced to plain messages: a system turn if given, each message framed by
 # <|im_start|>role\n ... <|im_end|>\n, and "<|im_start|>assistant\n" as the generation prompt.
@@ -78,8 +84,19 @@ def build_tokenizer(out_dir: str | Path | None = None, corpus: Iterable[str] = (
     return hf
 
 
-def build_model(out_dir: str | Path | None, tokenizer, hidden_size: int = 64, num_layers: int = 2, seed: int = 0):
-    """Random-weight Qwen2-style causal LM sized for CPU tests; saved to ``out_dir`` when given."""
+def build_model(
+    out_dir: str | Path | None,
+    tokenizer,
+    hidden_size: int = DEFAULT_HIDDEN_SIZE,
+    num_layers: int = 2,
+    seed: int = 0,
+):
+    """Random-weight Qwen2-style causal LM sized for CPU tests; saved to ``out_dir`` when given.
+
+    Four attention heads (two key/value heads): the head size is ``hidden_size // 4``.
+    """
+    if hidden_size % (2 * NUM_ATTENTION_HEADS):
+        raise ValueError(f"hidden_size={hidden_size} must be a multiple of {2 * NUM_ATTENTION_HEADS}")
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
@@ -88,7 +105,7 @@ def build_model(out_dir: str | Path | None, tokenizer, hidden_size: int = 64, nu
         hidden_size=hidden_size,
         intermediate_size=hidden_size * 2,
         num_hidden_layers=num_layers,
-        num_attention_heads=4,
+        num_attention_heads=NUM_ATTENTION_HEADS,
         num_key_value_heads=2,
         max_position_embeddings=4096,
         tie_word_embeddings=True,
@@ -123,14 +140,29 @@ def _read_corpus(paths: Iterable[str | Path]) -> list[str]:
     return texts
 
 
-def build_tiny_checkpoint(out_dir: str | Path, corpus_files: Iterable[str | Path] = (), seed: int = 0) -> Path:
-    """Write tokenizer + random model into ``out_dir`` (skipped if already complete); return the path."""
+def build_tiny_checkpoint(
+    out_dir: str | Path,
+    corpus_files: Iterable[str | Path] = (),
+    seed: int = 0,
+    hidden_size: int = DEFAULT_HIDDEN_SIZE,
+) -> Path:
+    """Write tokenizer + random model into ``out_dir`` (skipped if already complete); return the path.
+
+    Raises:
+        ValueError: a complete checkpoint already in ``out_dir`` has another hidden size.
+    """
     out = Path(out_dir)
     if (out / "config.json").exists() and (out / "tokenizer.json").exists():
+        found = json.loads((out / "config.json").read_text()).get("hidden_size")
+        if found != hidden_size:
+            raise ValueError(
+                f"{out} already holds a tiny model with hidden_size={found}, not {hidden_size}; "
+                "use another folder or delete it"
+            )
         return out
     out.mkdir(parents=True, exist_ok=True)
     tokenizer = build_tokenizer(out, corpus=_read_corpus(corpus_files))
-    build_model(out, tokenizer, seed=seed)
+    build_model(out, tokenizer, hidden_size=hidden_size, seed=seed)
     return out
 
 
@@ -139,8 +171,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("out_dir", help="folder to write config, weights and tokenizer into")
     parser.add_argument("--corpus", nargs="*", default=[], help="JSONL files whose text trains the tokenizer")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random weights")
+    parser.add_argument(
+        "--hidden_size",
+        type=int,
+        default=DEFAULT_HIDDEN_SIZE,
+        help=f"hidden size, 4 heads (default {DEFAULT_HIDDEN_SIZE}; vLLM on CPU needs >= {VLLM_CPU_HIDDEN_SIZE})",
+    )
     args = parser.parse_args(argv)
-    path = build_tiny_checkpoint(args.out_dir, args.corpus, seed=args.seed)
+    if args.hidden_size < 2 * NUM_ATTENTION_HEADS or args.hidden_size % (2 * NUM_ATTENTION_HEADS):
+        parser.error(f"--hidden_size must be a positive multiple of {2 * NUM_ATTENTION_HEADS}")
+    try:
+        path = build_tiny_checkpoint(args.out_dir, args.corpus, seed=args.seed, hidden_size=args.hidden_size)
+    except ValueError as err:
+        parser.error(str(err))
     print(f"tiny model and tokenizer in {path}")
 
 

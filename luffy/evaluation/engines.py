@@ -70,20 +70,56 @@ def vllm_available() -> bool:
     return importlib.util.find_spec("vllm") is not None
 
 
+CPU_KV_CACHE_GB = 2.0
+"""KV cache of vLLM's CPU build unless ``--kv_cache_gb`` says otherwise (its own default takes a share of
+all host memory)."""
+
+
+def vllm_engine_kwargs(
+    on_cpu: bool,
+    tensor_parallel_size: int = 1,
+    max_model_len: int | None = None,
+    seed: int = 42,
+    kv_cache_gb: float | None = None,
+) -> dict[str, Any]:
+    """``vllm.LLM`` keyword arguments; on vLLM's CPU build: eager mode and a bounded KV cache.
+
+    Raises:
+        LuffyDataError: tensor parallel on CPU (not supported there).
+    """
+    kwargs: dict[str, Any] = {"tensor_parallel_size": tensor_parallel_size, "seed": seed}
+    if max_model_len:
+        kwargs["max_model_len"] = max_model_len
+    if on_cpu:
+        if tensor_parallel_size != 1:
+            raise LuffyDataError(f"--tensor_parallel_size={tensor_parallel_size}: vLLM's CPU build runs with 1")
+        kwargs["enforce_eager"] = True  # no CUDA graphs to capture
+        kv_cache_gb = CPU_KV_CACHE_GB if kv_cache_gb is None else kv_cache_gb
+    if kv_cache_gb is not None:
+        kwargs["kv_cache_memory_bytes"] = int(kv_cache_gb * 2**30)
+    return kwargs
+
+
 class VLLMEngine:
-    """vLLM offline engine (``vllm.LLM`` + ``SamplingParams``)."""
+    """vLLM offline engine (``vllm.LLM`` + ``SamplingParams``), on a GPU or vLLM's CPU build."""
 
     streams_per_prompt = False
 
     def __init__(
-        self, model_path: str, tensor_parallel_size: int = 1, max_model_len: int | None = None, seed: int = 42
+        self,
+        model_path: str,
+        tensor_parallel_size: int = 1,
+        max_model_len: int | None = None,
+        seed: int = 42,
+        kv_cache_gb: float | None = None,
     ):
         from vllm import LLM
+        from vllm.platforms import current_platform
 
-        kwargs: dict[str, Any] = {"model": model_path, "tensor_parallel_size": tensor_parallel_size, "seed": seed}
-        if max_model_len:
-            kwargs["max_model_len"] = max_model_len
-        self.llm = LLM(**kwargs)
+        self.on_cpu = current_platform.is_cpu()
+        kwargs = vllm_engine_kwargs(self.on_cpu, tensor_parallel_size, max_model_len, seed, kv_cache_gb)
+        logger.info("vLLM on %s: %s", "CPU" if self.on_cpu else "GPU", kwargs)
+        self.llm = LLM(model=model_path, **kwargs)
         self.tokenizer = self.llm.get_tokenizer()
 
     def generate(self, prompts: list[str], sampling: SamplingConfig, seeds: list[int]) -> list[list[Sample]]:
@@ -176,11 +212,13 @@ def make_engine(
     max_model_len: int | None = None,
     seed: int = 42,
     cpu_threads: int | None = None,
+    kv_cache_gb: float | None = None,
 ) -> Engine:
     """Build the engine named ``engine`` (``vllm``, ``hf`` or ``auto``: vLLM when installed).
 
     ``cpu_threads`` caps torch's CPU threads during HF generation (tiny models on a busy machine run
-    far faster with 1).
+    far faster with 1); ``kv_cache_gb`` sizes vLLM's KV cache (default on its CPU build:
+    :data:`CPU_KV_CACHE_GB`; on a GPU: vLLM's memory-utilisation share).
     """
     if engine == "auto":
         engine = "vllm" if vllm_available() else "hf"
@@ -188,7 +226,7 @@ def make_engine(
     if engine == "vllm":
         if not vllm_available():
             raise LuffyDataError("vLLM is not installed; install it or pass --engine hf")
-        return VLLMEngine(model_path, tensor_parallel_size, max_model_len, seed)
+        return VLLMEngine(model_path, tensor_parallel_size, max_model_len, seed, kv_cache_gb)
     if engine == "hf":
         return HFEngine(model_path, max_model_len, cpu_threads=cpu_threads)
     raise LuffyDataError(f"unknown engine {engine!r}; choose vllm, hf or auto")
