@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import importlib.metadata
 import inspect
 from dataclasses import dataclass
 from typing import Any
@@ -47,6 +48,11 @@ class VerlTouch:
     sha: str
 
     @property
+    def needs_vllm(self) -> bool:
+        """True for rows in veRL's vLLM rollout, which imports only where vLLM is installed."""
+        return self.target.startswith(_VLLM + ".")
+
+    @property
     def verl_file(self) -> str:
         """The veRL source file, relative to site-packages (``verl/...py``)."""
         return self.target.split(":")[0].replace(".", "/") + ".py"
@@ -54,6 +60,7 @@ class VerlTouch:
 
 _TRAINER = "verl.trainer.ppo.v1.trainer_base:PPOTrainer"
 _WORKER = "verl.workers.engine_workers:ActorRolloutRefWorker"
+_VLLM = "verl.workers.rollout.vllm_rollout"
 
 TOUCHES: tuple[VerlTouch, ...] = (
     # -- trainer ------------------------------------------------------------------------------
@@ -275,6 +282,44 @@ TOUCHES: tuple[VerlTouch, ...] = (
         "poll_interval is a constructor argument the config does not expose",
         "0c37a4862999",
     ),
+    # -- vLLM's CPU build (rows checked only where veRL's vLLM modules import) ----------------
+    VerlTouch(
+        "override",
+        f"{_VLLM}.utils:vLLMColocateWorkerExtension.update_weights_from_ipc",
+        "cpu.vllm_rollout.CpuVLLMWorkerExtension",
+        "replaced, not wrapped: on vLLM's CPU build linear weights live packed in oneDNN kernels, so the "
+        "update goes through vLLM's layerwise reload and re-packs the tied lm_head; it keeps the parent's "
+        "shared-memory bucket protocol",
+        "21edd41f704f",
+    ),
+    VerlTouch(
+        "private",
+        f"{_VLLM}.utils:vLLMColocateWorkerExtension._get_zmq_handle",
+        "cpu.vllm_rollout.CpuVLLMWorkerExtension",
+        "the bucket receiver must use the same ZMQ handle the parent's sender connects to",
+        "b823b8e182a4",
+    ),
+    VerlTouch(
+        "override",
+        f"{_VLLM}.vllm_async_server:vLLMHttpServer._get_worker_extension_cls",
+        "cpu.vllm_rollout.CpuVLLMHttpServer",
+        'the one place the server names the worker extension class vLLM loads',
+        "f2a2ee36d248",
+    ),
+    VerlTouch(
+        "override",
+        f"{_VLLM}.vllm_async_server:vLLMHttpServer.launch_server",
+        "cpu.vllm_rollout.CpuVLLMHttpServer",
+        "sets the CPU KV-cache size and the /dev/shm record file before vLLM's processes start, then veRL's",
+        "fff334de2369",
+    ),
+    VerlTouch(
+        "override",
+        f"{_VLLM}.vllm_async_server:vLLMReplica.__init__",
+        "cpu.vllm_rollout.CpuVLLMReplica",
+        "veRL's init, then server_class (which launch_servers starts) is the CPU server",
+        "a43756da3be1",
+    ),
 )
 
 
@@ -293,10 +338,22 @@ def source_hash(target: str) -> str:
     return hashlib.sha256(inspect.getsource(obj).encode()).hexdigest()[:12]
 
 
+def vllm_installed() -> bool:
+    """Whether a distribution named ``vllm`` is installed (vLLM itself, or the CPU build's alias)."""
+    try:
+        importlib.metadata.version("vllm")
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
+
+
 def drifted() -> list[tuple[VerlTouch, str]]:
-    """Rows whose veRL source no longer has the recorded hash, with the installed hash."""
+    """Rows whose veRL source no longer has the recorded hash, with the installed hash (vLLM rows only
+    where vLLM is installed)."""
     out = []
     for touch in TOUCHES:
+        if touch.needs_vllm and not vllm_installed():
+            continue
         installed = source_hash(touch.target)
         if installed != touch.sha:
             out.append((touch, installed))
