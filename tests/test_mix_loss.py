@@ -34,17 +34,18 @@ EXTRA = [
 GLOBAL_TOKENS = 40  # tokens in the whole mini-batch across ranks (this micro-batch holds 18)
 
 
-def _actor_config(*overrides: str):
+def _compose_actor(*overrides: str):
+    """LUFFY's actor dataclass config from mix_ppo_trainer.yaml with micro-batches of 4 and ``overrides``."""
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
         cfg = compose(
             config_name="mix_ppo_trainer",
-            overrides=[
-                "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=4",
-                "actor_rollout_ref.actor.off_policy_reshape=p_div_p_0.1",
-                *overrides,
-            ],
+            overrides=["actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=4", *overrides],
         )
     return omega_conf_to_dataclass(cfg.actor_rollout_ref.actor)
+
+
+def _actor_config(*overrides: str):
+    return _compose_actor("actor_rollout_ref.actor.off_policy_reshape=p_div_p_0.1", *overrides)
 
 
 def _value(metric) -> float:
@@ -214,18 +215,12 @@ SFT_COEF = 0.7
 
 
 def _sft_config(*overrides: str):
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
-        cfg = compose(
-            config_name="mix_ppo_trainer",
-            overrides=[
-                "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=4",
-                "actor_rollout_ref.actor.use_sft_multitask_loss=true",
-                f"actor_rollout_ref.actor.sft_loss_coef={SFT_COEF}",
-                "actor_rollout_ref.actor.entropy_coeff=0.0",
-                *overrides,
-            ],
-        )
-    return omega_conf_to_dataclass(cfg.actor_rollout_ref.actor)
+    return _compose_actor(
+        "actor_rollout_ref.actor.use_sft_multitask_loss=true",
+        f"actor_rollout_ref.actor.sft_loss_coef={SFT_COEF}",
+        "actor_rollout_ref.actor.entropy_coeff=0.0",
+        *overrides,
+    )
 
 
 def test_sft_multitask_loss_is_ppo_on_on_policy_tokens_plus_coef_times_target_nll():
