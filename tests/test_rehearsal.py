@@ -221,6 +221,9 @@ def _processes_mentioning(text: str) -> list[int]:
     return found
 
 
+WORKER_PORTS_FROM = 10000
+
+
 class LocalTwoNodeCluster:
     """Two ``ray start --block`` nodes on this machine with this test's temp dir and free ports.
 
@@ -244,7 +247,9 @@ class LocalTwoNodeCluster:
 
     def _start(self, head: bool) -> None:
         ports = _free_ports(7)
-        worker_base = 40000 + (ports[0] % 2000) * 10
+        # 200 worker ports a node (a run starts ~15 workers; Ray refuses new ones when its range is used up,
+        # and the run then waits), head and worker node side by side, below Linux's ephemeral range
+        worker_base = WORKER_PORTS_FROM + (self.gcs_port % 50) * 400 + (0 if head else 200)
         args = [
             str(Path(sys.executable).parent / "ray"), "start", "--block", "--disable-usage-stats",
             f"--node-ip-address={self.ip}", f"--temp-dir={self.temp_dir}",
@@ -252,7 +257,7 @@ class LocalTwoNodeCluster:
             f"--node-manager-port={ports[0]}", f"--object-manager-port={ports[1]}",
             f"--dashboard-agent-listen-port={ports[2]}", f"--dashboard-agent-grpc-port={ports[3]}",
             f"--runtime-env-agent-port={ports[4]}", f"--metrics-export-port={ports[5]}",
-            f"--min-worker-port={worker_base}", f"--max-worker-port={worker_base + 9}",
+            f"--min-worker-port={worker_base}", f"--max-worker-port={worker_base + 199}",
         ]
         if head:
             args += ["--head", f"--port={self.gcs_port}", "--include-dashboard=false",
