@@ -8,7 +8,7 @@ where ``N_target`` is the number of target tokens of the whole mini-batch (every
 the PPO term is aggregated like the mixed loss but over on-policy tokens only (its token count and
 response count are those of the on-policy tokens: ``mix_loss.py``). veRL's ``global_batch_info`` has
 only the mini-batch's total response-token count, so :func:`assign_sft_counts` adds the three counts
-this needs to the mini-batch (``mix_worker.LuffyTrainingWorker``, before veRL cuts micro-batches), and
+this needs to the mini-batch (``mix_worker.SftCountingTrainingWorker``, before veRL cuts micro-batches), and
 each micro-batch's loss reads them with :func:`read_sft_counts`: the micro-batch losses then add up to
 the mini-batch's loss however it is cut.
 """
