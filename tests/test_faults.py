@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from _compose import compose_luffy
 from _data_fixtures import good_row, tiny_tokenizer, tiny_tokenizer_dir  # noqa: F401
 
 REPO = Path(__file__).resolve().parents[1]
@@ -405,22 +406,15 @@ def test_checkpoint_faults_name_the_file_and_the_fix(tmp_path, fault, message):
     assert tracker.read_bytes() == before
 
 
-def _compose(*overrides: str):
-    from hydra import compose, initialize_config_dir
-
-    with initialize_config_dir(config_dir=str(REPO / "luffy/mix_src/config"), version_base=None):
-        return compose(config_name="mix_ppo_trainer", overrides=list(overrides))
-
-
 def test_resume_fallback_points_the_config_at_the_newest_complete_step(tmp_path):
     from luffy.mix_src.checkpoint_check import CheckpointError, check_resume_checkpoint
 
     _save_step(tmp_path, 1)
     (tmp_path / "latest_checkpointed_iteration.txt").write_text("4")
-    cfg = _compose(f"trainer.default_local_dir={tmp_path}", "trainer.n_gpus_per_node=1")
+    cfg = compose_luffy(f"trainer.default_local_dir={tmp_path}", "trainer.n_gpus_per_node=1")
     with pytest.raises(CheckpointError, match="global_step_4 does not exist"):
         check_resume_checkpoint(cfg)
-    cfg = _compose(f"trainer.default_local_dir={tmp_path}", "trainer.n_gpus_per_node=1",
+    cfg = compose_luffy(f"trainer.default_local_dir={tmp_path}", "trainer.n_gpus_per_node=1",
                    "trainer.resume_fallback=newest")
     check_resume_checkpoint(cfg)
     assert cfg.trainer.resume_mode == "resume_path"
@@ -433,7 +427,7 @@ def test_entry_point_preflight_stops_on_a_broken_checkpoint(tmp_path, capsys):
 
     (tmp_path / "latest_checkpointed_iteration.txt").write_text("")
     with pytest.raises(SystemExit) as exit_info:
-        preflight(_compose(f"trainer.default_local_dir={tmp_path}", "trainer.n_gpus_per_node=1"))
+        preflight(compose_luffy(f"trainer.default_local_dir={tmp_path}", "trainer.n_gpus_per_node=1"))
     assert exit_info.value.code == 2
     assert_one_line_error(capsys.readouterr().err, "latest_checkpointed_iteration.txt is empty", "Fix:")
 
@@ -563,7 +557,7 @@ def test_config_types_and_ranges_are_refused_with_the_range(override, words):
     from luffy.mix_src.config_check import check_luffy_config
 
     with pytest.raises(ValueError) as err:
-        check_luffy_config(_compose(override))
+        check_luffy_config(compose_luffy(override))
     assert all(w in str(err.value) for w in words), str(err.value)
 
 

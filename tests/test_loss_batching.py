@@ -12,11 +12,10 @@ LUFFY's worker adds them.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
+from _compose import compose_luffy
 from tensordict import NonTensorStack, TensorDict
 from verl.utils import tensordict_utils as tu
 from verl.utils.config import omega_conf_to_dataclass
@@ -27,7 +26,6 @@ from luffy.mix_src.mix_fields import OFF_POLICY_KEY, PREFIX_LEN_KEY
 from luffy.mix_src.mix_loss import luffy_ppo_loss
 from luffy.mix_src.sft_loss import assign_sft_counts
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "luffy" / "mix_src" / "config"
 MAX_RESPONSE = 12  # data.max_response_length: the constant T of loss_remove_token_mean
 ENTROPY_SCALE = 40  # actor.entropy_loss_scale_factor
 ENTROPY_COEFF = 0.05
@@ -52,8 +50,7 @@ def _config(remove_token_mean: bool, sft: bool = False):
         f"actor_rollout_ref.actor.loss_remove_token_mean={str(remove_token_mean).lower()}",
         f"actor_rollout_ref.actor.loss_remove_clip={str(remove_token_mean).lower()}",
     ]
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
-        cfg = compose(config_name="mix_ppo_trainer", overrides=overrides)
+    cfg = compose_luffy(*overrides)
     return omega_conf_to_dataclass(cfg.actor_rollout_ref.actor)
 
 

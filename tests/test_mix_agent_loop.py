@@ -8,11 +8,10 @@ writes.
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
+from _compose import compose_luffy
 from tensordict import NonTensorStack
 from verl.experimental.agent_loop.agent_loop import DictConfigWrap
 from verl.utils.dataset.rl_dataset import RLHFDataset
@@ -24,7 +23,6 @@ from luffy.mix_src.mix_agent_loop import PROGRESS_KEY, TRAIN_BATCH_KEY, MixAgent
 from luffy.mix_src.mix_fields import OFF_POLICY_KEY, PREFIX_LEN_KEY, off_policy_token_mask
 from luffy.tokens import TargetEncoder
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "luffy" / "mix_src" / "config"
 RESPONSE_LEN = 48
 N, N_PREFIX, STEP = 4, 1, 3
 MESSAGES = [{"role": "user", "content": "Solve for $x$: $2x + 13 = 29$."}]
@@ -47,20 +45,16 @@ class ServerClient:
 
 
 def _config(tiny_model_dir, *overrides):
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
-        return compose(
-            config_name="mix_ppo_trainer",
-            overrides=[
-                f"actor_rollout_ref.model.path={tiny_model_dir}",
-                "data.max_prompt_length=256",
-                f"data.max_response_length={RESPONSE_LEN}",
-                f"actor_rollout_ref.rollout.n={N}",
-                f"actor_rollout_ref.rollout.n_prefix={N_PREFIX}",
-                "actor_rollout_ref.rollout.min_prefix_ratio=1.0",  # whole traces unless a test says otherwise
-                "actor_rollout_ref.rollout.max_prefix_ratio=1.0",
-                *overrides,
-            ],
-        )
+    return compose_luffy(
+        f"actor_rollout_ref.model.path={tiny_model_dir}",
+        "data.max_prompt_length=256",
+        f"data.max_response_length={RESPONSE_LEN}",
+        f"actor_rollout_ref.rollout.n={N}",
+        f"actor_rollout_ref.rollout.n_prefix={N_PREFIX}",
+        "actor_rollout_ref.rollout.min_prefix_ratio=1.0",  # whole traces unless a test says otherwise
+        "actor_rollout_ref.rollout.max_prefix_ratio=1.0",
+        *overrides,
+    )
 
 
 def _run_sessions(tiny_model_dir, overrides=(), train=True, sessions=range(N), logprobs=True, row=None):

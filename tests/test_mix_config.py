@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
+from _compose import compose_luffy
 from omegaconf import OmegaConf
 
 import luffy.plugin  # noqa: F401  (registrations, as every veRL process has them)
@@ -17,7 +17,6 @@ from luffy.mix_src.config_check import check_luffy_config
 from luffy.mix_src.mix_config import LuffyActorConfig, LuffyAlgoConfig, LuffyRolloutConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-CONFIG_DIR = REPO_ROOT / "luffy" / "mix_src" / "config"
 # what veRL's own dataclasses need before they build (set by every run script)
 BUILDABLE = (
     "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=2",
@@ -26,13 +25,8 @@ BUILDABLE = (
 )
 
 
-def _compose(*overrides: str):
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
-        return compose(config_name="mix_ppo_trainer", overrides=list(overrides))
-
-
 def test_defaults_are_luffys_and_valid():
-    cfg = _compose()
+    cfg = compose_luffy()
     rollout, actor, algo = cfg.actor_rollout_ref.rollout, cfg.actor_rollout_ref.actor, cfg.algorithm
     assert (rollout.n, rollout.n_prefix, rollout.prefix_strategy) == (8, 1, "random")
     assert (rollout.min_prefix_ratio, rollout.max_prefix_ratio, rollout.max_prefix_len) == (0.0, 1.0, 8192)
@@ -50,7 +44,7 @@ def test_defaults_are_luffys_and_valid():
 
 
 def test_grpo_use_std_drives_verls_key():
-    cfg = _compose("algorithm.grpo_use_std=false")
+    cfg = compose_luffy("algorithm.grpo_use_std=false")
     assert cfg.algorithm.norm_adv_by_std_in_grpo is False
     check_luffy_config(cfg)
 
@@ -58,7 +52,7 @@ def test_grpo_use_std_drives_verls_key():
 def test_nodes_build_luffy_dataclasses():
     from verl.utils.config import omega_conf_to_dataclass
 
-    cfg = _compose(
+    cfg = compose_luffy(
         *BUILDABLE, "actor_rollout_ref.actor.off_policy_reshape=p_div_p_0.1", "actor_rollout_ref.rollout.n_prefix=2"
     )
     actor = omega_conf_to_dataclass(cfg.actor_rollout_ref.actor)
@@ -72,7 +66,7 @@ def test_nodes_build_luffy_dataclasses():
 def test_dataclass_rejects_bad_value_too():
     from verl.utils.config import omega_conf_to_dataclass
 
-    cfg = _compose(*BUILDABLE)
+    cfg = compose_luffy(*BUILDABLE)
     node = OmegaConf.merge(cfg.actor_rollout_ref.actor, {"off_max_clip": -1.0})
     with pytest.raises(Exception, match="off_max_clip"):
         omega_conf_to_dataclass(node)
@@ -109,13 +103,13 @@ def test_bad_values_name_their_key(override, key):
         extra = ["actor_rollout_ref.actor.off_max_clip=1.0"]
     if "loss_agg_mode" in override:
         extra = ["actor_rollout_ref.actor.loss_remove_token_mean=true"]
-    cfg = _compose(override, *extra)
+    cfg = compose_luffy(override, *extra)
     with pytest.raises(ValueError, match=key):
         check_luffy_config(cfg)
 
 
 def test_fixed_prefixes_cannot_be_shared():
-    cfg = _compose(
+    cfg = compose_luffy(
         "actor_rollout_ref.rollout.prefix_strategy=fixed", "actor_rollout_ref.rollout.prefix_share_across_samples=true"
     )
     with pytest.raises(ValueError, match="prefix_share_across_samples"):
@@ -132,14 +126,14 @@ def test_fixed_prefixes_cannot_be_shared():
     ],
 )
 def test_sft_multitask_loss_refuses_the_off_policy_loss_and_no_targets(overrides, expected):
-    cfg = _compose("actor_rollout_ref.actor.use_sft_multitask_loss=true", *overrides)
+    cfg = compose_luffy("actor_rollout_ref.actor.use_sft_multitask_loss=true", *overrides)
     with pytest.raises(ValueError, match="use_sft_multitask_loss|sft_loss_coef") as err:
         check_luffy_config(cfg)
     assert expected in str(err.value)
 
 
 def test_sft_multitask_loss_accepted_with_targets_and_no_shaping():
-    cfg = _compose("actor_rollout_ref.actor.use_sft_multitask_loss=true", "algorithm.adv_estimator=grpo_split",
+    cfg = compose_luffy("actor_rollout_ref.actor.use_sft_multitask_loss=true", "algorithm.adv_estimator=grpo_split",
                    *BUILDABLE)
     check_luffy_config(cfg)
     from verl.utils.config import omega_conf_to_dataclass
@@ -149,8 +143,8 @@ def test_sft_multitask_loss_accepted_with_targets_and_no_shaping():
 
 
 def test_grpo_split_and_plain_grpo_accepted():
-    check_luffy_config(_compose("algorithm.adv_estimator=grpo_split"))
-    check_luffy_config(_compose("actor_rollout_ref.rollout.n_prefix=0"))
+    check_luffy_config(compose_luffy("algorithm.adv_estimator=grpo_split"))
+    check_luffy_config(compose_luffy("actor_rollout_ref.rollout.n_prefix=0"))
 
 
 def _run_main(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -202,3 +196,19 @@ def test_entry_point_prints_composed_config():
     cfg = OmegaConf.create(proc.stdout)
     assert cfg.actor_rollout_ref.rollout.n_prefix == 1
     assert cfg.actor_rollout_ref.actor.off_policy_reshape == "no_reshape"
+
+
+def test_the_tests_compose_helper_gives_what_hydra_composes():
+    """``compose_luffy`` (composes once, then applies value overrides) against hydra's own compose."""
+    from _compose import _compose_from_scratch
+
+    overrides = (
+        "algorithm.grpo_use_std=false", "actor_rollout_ref.rollout.n=abc", "trainer.logger=[console,file]",
+        "actor_rollout_ref.actor.off_max_clip=null", "actor_rollout_ref.actor.off_policy_reshape=p_div_p_0.1",
+        "+ray_kwargs.ray_init.num_cpus=16", "+trainer.extra_key.inner=1", "++trainer.nnodes=2",
+    )
+    fast, hydra = compose_luffy(*overrides), _compose_from_scratch(list(overrides))
+    assert OmegaConf.to_yaml(fast) == OmegaConf.to_yaml(hydra)
+    assert OmegaConf.to_container(fast, resolve=True) == OmegaConf.to_container(hydra, resolve=True)
+    with pytest.raises(Exception, match="An item is already at 'trainer.val_before_train'"):  # hydra's own error
+        compose_luffy("+trainer.val_before_train=false")

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
+from _compose import compose_luffy
 from tensordict import NonTensorStack, TensorDict
 from verl.trainer.ppo.core_algos import agg_loss
 from verl.utils import tensordict_utils as tu
@@ -21,7 +20,6 @@ from luffy.mix_src.mix_loss import luffy_policy_loss, luffy_ppo_loss
 from luffy.mix_src.reshape import Reshape
 from luffy.mix_src.sft_loss import assign_sft_counts
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "luffy" / "mix_src" / "config"
 PROMPT_LENS = [3, 5, 2, 4]
 RESPONSE_LENS = [6, 4, 5, 3]
 # sample 0: whole target (off-policy); 1: 2-token target prefix then generated; 2, 3: generated
@@ -36,11 +34,7 @@ GLOBAL_TOKENS = 40  # tokens in the whole mini-batch across ranks (this micro-ba
 
 def _compose_actor(*overrides: str):
     """LUFFY's actor dataclass config from mix_ppo_trainer.yaml with micro-batches of 4 and ``overrides``."""
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
-        cfg = compose(
-            config_name="mix_ppo_trainer",
-            overrides=["actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=4", *overrides],
-        )
+    cfg = compose_luffy("actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=4", *overrides)
     return omega_conf_to_dataclass(cfg.actor_rollout_ref.actor)
 
 

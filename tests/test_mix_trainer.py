@@ -8,11 +8,9 @@ inside ``fit()``.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
+from _compose import compose_luffy
 from tensordict import NonTensorStack, TensorDict
 
 import luffy.plugin  # noqa: F401
@@ -21,7 +19,6 @@ from luffy.mix_src.mix_trainer import MIXRayPPOTrainer
 
 pytestmark = pytest.mark.slow  # a local Ray cluster and TransferQueue for the module (~25 s to start)
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "luffy" / "mix_src" / "config"
 N, N_PREFIX = 4, 1
 # 3 prompts x 4 sessions; session 0 is the target (prompt 2's target keeps only a 2-token prefix)
 REWARDS = {"a": [1, 0, 0, 1], "b": [1, 0, 0, 0], "c": [0, 1, 1, 1]}
@@ -34,10 +31,7 @@ def tq_session():
     import transfer_queue as tq
 
     ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
-        cfg = compose(
-            config_name="mix_ppo_trainer", overrides=["transfer_queue.backend.SimpleStorage.num_data_storage_units=1"]
-        )
+    cfg = compose_luffy("transfer_queue.backend.SimpleStorage.num_data_storage_units=1")
     tq.init(cfg.transfer_queue)
     yield tq
     tq.close()
@@ -45,15 +39,9 @@ def tq_session():
 
 
 def _trainer(*overrides: str) -> MIXRayPPOTrainer:
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
-        cfg = compose(
-            config_name="mix_ppo_trainer",
-            overrides=[
-                f"actor_rollout_ref.rollout.n={N}",
-                f"actor_rollout_ref.rollout.n_prefix={N_PREFIX}",
-                *overrides,
-            ],
-        )
+    cfg = compose_luffy(
+        f"actor_rollout_ref.rollout.n={N}", f"actor_rollout_ref.rollout.n_prefix={N_PREFIX}", *overrides
+    )
     trainer = object.__new__(MIXRayPPOTrainer)  # the hooks need only the config (no workers)
     trainer.config = cfg
     return trainer

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
+from _compose import compose_luffy
 from verl.utils.config import omega_conf_to_dataclass
 
 import luffy.plugin  # noqa: F401
@@ -15,7 +15,6 @@ from luffy.mix_src.config_check import check_luffy_config
 from luffy.mix_src.original_keys import translate_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIG_DIR = ROOT / "luffy" / "mix_src" / "config"
 
 # The overrides of the original repository's exp_scripts/train.sh (LUFFY's recipe), with its shell
 # variables filled in.
@@ -95,8 +94,7 @@ ORIGINAL_TRAIN_RL_SFT_LOSS_SH = [
 
 
 def _compose(overrides):
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
-        return compose(config_name="mix_ppo_trainer", overrides=translate_overrides(overrides))
+    return compose_luffy(*translate_overrides(overrides))
 
 
 def test_the_original_recipe_command_line_composes_and_passes_the_checks():

@@ -90,14 +90,12 @@ def test_swaps_replace_only_listed_keys_of_the_recipe(tmp_path):
 
 
 def _compose_recipe(overrides: list[str]):
-    from hydra import compose, initialize_config_dir
+    from _compose import compose_luffy
 
     from luffy.mix_src.config_check import check_luffy_config
     from luffy.mix_src.original_keys import translate_overrides
 
-    config_dir = REPO_ROOT / "luffy" / "mix_src" / "config"
-    with initialize_config_dir(config_dir=str(config_dir), version_base=None):
-        cfg = compose(config_name="mix_ppo_trainer", overrides=translate_overrides(overrides))
+    cfg = compose_luffy(*translate_overrides(overrides))
     check_luffy_config(cfg)
     return cfg
 
