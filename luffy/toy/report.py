@@ -16,7 +16,7 @@ from luffy.toy.task import DATA_SOURCE, Problem
 
 LABELS = {"luffy": "LUFFY (n_prefix=1)", "grpo": "on-policy GRPO (n_prefix=0)", "sft": "SFT (n_prefix=n, SFT loss)"}
 COLORS = {"luffy": "tab:red", "grpo": "tab:blue", "sft": "tab:green"}
-VAL_KEY = f"val-core/{DATA_SOURCE}/reward/mean@1"
+VAL_KEY = f"val-core/{DATA_SOURCE}/acc/mean@1"  # veRL's greedy validation accuracy
 
 
 def saved_policies(run_dir: Path) -> dict[int, Path]:
