@@ -34,10 +34,11 @@ def build_parser() -> argparse.ArgumentParser:
         add_debug_flag(p)
     prep.add_argument("--pretrain_steps", type=int, default=300, help="format pre-training steps (default 300)")
     prep.add_argument("--hidden_size", type=int, default=64, help="model hidden size (default 64)")
-    rep.add_argument("--runs", nargs="+", required=True, choices=["luffy", "grpo", "sft"], help="runs to report")
+    rep.add_argument("--runs", nargs="+", required=True, choices=["luffy", "luffy_split", "grpo", "sft"],
+                     help="runs to report")
     rep.add_argument("--figure", required=True, help="PNG to write")
     rep.add_argument("--check_luffy_over_grpo", action="store_true",
-                     help="exit 1 unless LUFFY's final held-out trace log-prob is above GRPO's")
+                     help="exit 1 unless LUFFY's (luffy_split's) final held-out trace log-prob is above GRPO's")
     return parser
 
 
@@ -46,6 +47,9 @@ def prepare(args: argparse.Namespace) -> int:
     from luffy.toy.task import format_pool, split_problems, write_parquet
 
     out = Path(args.out)
+    if (out / "base_model" / "model.safetensors").exists() and (out / "data" / "val.parquet").exists():
+        print(f"data and base model already in {out}: kept (delete them to rebuild)")
+        return 0
     train, val = split_problems(args.n_train, args.n_val, args.seed)
     write_parquet(train, out / "data" / "train.parquet", "train")
     write_parquet(val, out / "data" / "val.parquet", "test")
@@ -74,8 +78,8 @@ def report(args: argparse.Namespace) -> int:
     print(text)
     print(f"table: {out / 'table.md'}  results: {out / 'results.json'}  figure: {args.figure}")
     if args.check_luffy_over_grpo:
-        final = {run: results[run][max(results[run])] for run in ("luffy", "grpo")}
-        luffy, grpo = final["luffy"].trace_logprob, final["grpo"].trace_logprob
+        final = {run: results[run][max(results[run])] for run in ("luffy_split", "grpo")}
+        luffy, grpo = final["luffy_split"].trace_logprob, final["grpo"].trace_logprob
         verdict = "higher" if luffy > grpo else "NOT higher"
         print(f"held-out trace log-prob: LUFFY {luffy:.3f} is {verdict} than GRPO {grpo:.3f}")
         if luffy <= grpo:
@@ -86,8 +90,8 @@ def report(args: argparse.Namespace) -> int:
 @user_errors_exit
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command == "report" and args.check_luffy_over_grpo and not {"luffy", "grpo"} <= set(args.runs):
-        raise SystemExit("--check_luffy_over_grpo needs --runs to include luffy and grpo")
+    if args.command == "report" and args.check_luffy_over_grpo and not {"luffy_split", "grpo"} <= set(args.runs):
+        raise SystemExit("--check_luffy_over_grpo needs --runs to include luffy_split and grpo")
     return prepare(args) if args.command == "prepare" else report(args)
 
 

@@ -6,15 +6,18 @@
 # ending in \boxed{694}; train and held-out problems are disjoint. The base model is pre-trained on the
 # trace format with random digit sums, so it (almost) never answers right and on-policy GRPO starts
 # with reward ~0. Three runs, equal budgets (steps, prompts per step, n, lr, seeds, start checkpoint):
-#   luffy  n_prefix=1 of n: one whole trace per group, shaped off-policy loss p/(p+0.1)
-#   grpo   n_prefix=0: plain on-policy GRPO
-#   sft    n_prefix=n with use_sft_multitask_loss=true: every slot is the trace, no generated sample,
-#          so each step is pure SFT (token-mean NLL) on the traces
+#   luffy        n_prefix=1 of n: one whole trace per group, shaped off-policy loss p/(p+0.1), LUFFY's
+#                recipe advantages (grpo: group statistics over the trace and the samples)
+#   luffy_split  the same with grpo_split: group statistics from the generated samples only, so samples
+#                that all fail get advantage 0 instead of a negative one
+#   grpo         n_prefix=0: plain on-policy GRPO
+#   sft          n_prefix=n with use_sft_multitask_loss=true: every slot is the trace, no generated
+#                sample, so each step is pure SFT (token-mean NLL) on the traces
 # Then every saved policy is evaluated with plain transformers on the held-out problems (greedy and
 # sampled accuracy, the entropy of its own samples, the log-probability of the reference traces), a
 # table is printed and written, and the figure drawn.
-# --quick: LUFFY and GRPO only, a few steps, final weights only, no validation; exits non-zero unless
-#   the held-out traces are more likely under LUFFY's final policy than under GRPO's (CI runs it).
+# --quick: LUFFY (grpo_split) and GRPO only, a few steps, final weights only, no validation; exits
+#   non-zero unless the held-out traces are more likely under LUFFY's final policy than under GRPO's (CI).
 # Settings (environment): OUT_DIR, SEED, STEPS, BATCH (prompts per step), MINI_BATCH (prompts per
 # optimizer update), N, LR, ENTROPY_COEFF, SAVE_FREQ (offline
 # evaluation points), TEST_FREQ (veRL's greedy validation), N_TRAIN, N_VAL, PRETRAIN_STEPS, FIGURE, RUNS.
@@ -43,11 +46,11 @@ LR="${LR:-2e-3}"
 RESPONSE_LEN=48   # a trace is 34 tokens with its EOS
 if [[ "${QUICK}" == 1 ]]; then
   STEPS="${STEPS:-2}" BATCH="${BATCH:-8}" PRETRAIN_STEPS="${PRETRAIN_STEPS:-100}"
-  SAVE_FREQ="${SAVE_FREQ:-${STEPS}}" TEST_FREQ="${TEST_FREQ:--1}" RUNS="${RUNS:-luffy grpo}"
+  SAVE_FREQ="${SAVE_FREQ:-${STEPS}}" TEST_FREQ="${TEST_FREQ:--1}" RUNS="${RUNS:-luffy_split grpo}"
   FIGURE="${FIGURE:-${OUT_DIR}/toy_luffy_vs_grpo_vs_sft.png}"
 else
   STEPS="${STEPS:-40}" BATCH="${BATCH:-16}" PRETRAIN_STEPS="${PRETRAIN_STEPS:-600}"
-  SAVE_FREQ="${SAVE_FREQ:-10}" TEST_FREQ="${TEST_FREQ:-10}" RUNS="${RUNS:-luffy grpo sft}"
+  SAVE_FREQ="${SAVE_FREQ:-10}" TEST_FREQ="${TEST_FREQ:-10}" RUNS="${RUNS:-luffy luffy_split grpo sft}"
   FIGURE="${FIGURE:-${REPO}/figures/toy_luffy_vs_grpo_vs_sft.png}"
 fi
 MINI_BATCH="${MINI_BATCH:-4}"  # prompts per optimizer update: BATCH / MINI_BATCH updates per step
@@ -102,9 +105,10 @@ TOY_ARGS=(
 run_args() {  # the settings that make each run what it is
   case "$1" in
     luffy) echo "actor_rollout_ref.rollout.n_prefix=1 actor_rollout_ref.actor.off_policy_reshape=p_div_p_0.1 algorithm.adv_estimator=grpo" ;;
+    luffy_split) echo "actor_rollout_ref.rollout.n_prefix=1 actor_rollout_ref.actor.off_policy_reshape=p_div_p_0.1 algorithm.adv_estimator=grpo_split" ;;
     grpo) echo "actor_rollout_ref.rollout.n_prefix=0 algorithm.adv_estimator=grpo" ;;
     sft) echo "actor_rollout_ref.rollout.n_prefix=${N} actor_rollout_ref.actor.use_sft_multitask_loss=true actor_rollout_ref.actor.sft_loss_coef=1.0 actor_rollout_ref.actor.off_policy_reshape=no_reshape algorithm.adv_estimator=grpo_split" ;;
-    *) echo "toy_reproduction.sh: unknown run '$1' in RUNS (luffy, grpo, sft)" >&2; return 1 ;;
+    *) echo "toy_reproduction.sh: unknown run '$1' in RUNS (luffy, luffy_split, grpo, sft)" >&2; return 1 ;;
   esac
 }
 

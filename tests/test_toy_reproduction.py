@@ -1,4 +1,5 @@
-"""End to end: ``exp_scripts/toy_reproduction.sh --quick`` (LUFFY and on-policy GRPO from one base model).
+"""End to end: ``exp_scripts/toy_reproduction.sh --quick`` (LUFFY with ``grpo_split`` advantages and
+on-policy GRPO, from one base model).
 
 The script itself exits non-zero unless the held-out traces are more likely under LUFFY's final policy
 than under GRPO's; this test also reads what it wrote (results, table, figure, metrics) and checks the
@@ -39,13 +40,13 @@ def _metrics(path: Path) -> dict[int, dict]:
 def test_luffy_makes_held_out_traces_more_likely_than_grpo(quick_run):
     out, stdout = quick_run
     results = json.loads((out / "results.json").read_text())
-    assert set(results) == {"luffy", "grpo"}
-    base = results["luffy"]["0"]
+    assert set(results) == {"luffy_split", "grpo"}
+    base = results["luffy_split"]["0"]
     assert results["grpo"]["0"] == base  # one start for both runs
     final = {run: by_step[str(max(map(int, by_step)))] for run, by_step in results.items()}
-    assert min(map(int, results["luffy"])) == 0 and max(map(int, results["luffy"])) > 0
-    assert final["luffy"]["trace_logprob"] > final["grpo"]["trace_logprob"]
-    assert final["luffy"]["trace_logprob"] > base["trace_logprob"]  # LUFFY learned from the traces
+    assert min(map(int, results["luffy_split"])) == 0 and max(map(int, results["luffy_split"])) > 0
+    assert final["luffy_split"]["trace_logprob"] > final["grpo"]["trace_logprob"]
+    assert final["luffy_split"]["trace_logprob"] > base["trace_logprob"]  # LUFFY learned from the traces
     assert "is higher than GRPO" in stdout
 
 
@@ -53,14 +54,14 @@ def test_table_and_figure_written(quick_run):
     out, stdout = quick_run
     table = (out / "table.md").read_text().splitlines()
     assert len(table) == 2 + 3  # header, rule, base model, LUFFY, GRPO
-    assert table[3].startswith("| LUFFY") and table[4].startswith("| on-policy GRPO")
+    assert table[3].startswith("| LUFFY, grpo_split") and table[4].startswith("| on-policy GRPO")
     assert "\n".join(table) in stdout
     assert (out / "toy_luffy_vs_grpo_vs_sft.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_grpo_saw_no_target_and_luffy_one_per_group(quick_run):
     out, _ = quick_run
-    luffy, grpo = _metrics(out / "luffy" / "metrics.jsonl"), _metrics(out / "grpo" / "metrics.jsonl")
+    luffy, grpo = _metrics(out / "luffy_split" / "metrics.jsonl"), _metrics(out / "grpo" / "metrics.jsonl")
     assert luffy and grpo and sorted(luffy) == sorted(grpo)
     for step in luffy:
         assert luffy[step]["luffy/off_policy_sample_share"] == pytest.approx(1 / 4)

@@ -14,8 +14,13 @@ from pathlib import Path
 from luffy.toy.evaluate import PolicyEval, evaluate_policy
 from luffy.toy.task import DATA_SOURCE, Problem
 
-LABELS = {"luffy": "LUFFY (n_prefix=1)", "grpo": "on-policy GRPO (n_prefix=0)", "sft": "SFT (n_prefix=n, SFT loss)"}
-COLORS = {"luffy": "tab:red", "grpo": "tab:blue", "sft": "tab:green"}
+LABELS = {
+    "luffy": "LUFFY, recipe (grpo advantages)",
+    "luffy_split": "LUFFY, grpo_split advantages",
+    "grpo": "on-policy GRPO (n_prefix=0)",
+    "sft": "SFT (n_prefix=n, SFT loss)",
+}
+COLORS = {"luffy": "tab:red", "luffy_split": "tab:orange", "grpo": "tab:blue", "sft": "tab:green"}
 VAL_KEY = f"val-core/{DATA_SOURCE}/acc/mean@1"  # veRL's greedy validation accuracy
 
 
