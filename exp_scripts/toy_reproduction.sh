@@ -16,7 +16,7 @@
 # Then every saved policy is evaluated with plain transformers on the held-out problems (greedy and
 # sampled accuracy, the entropy of its own samples, the log-probability of the reference traces), a
 # table is printed and written, and the figure drawn.
-# --quick: LUFFY (grpo_split) and GRPO only, a few steps, final weights only, no validation; exits
+# --quick: LUFFY (grpo_split) and GRPO only, 10 steps, final weights only, no validation; exits
 #   non-zero unless the held-out traces are more likely under LUFFY's final policy than under GRPO's (CI).
 # Settings (environment): OUT_DIR, SEED, STEPS, BATCH (prompts per step), MINI_BATCH (prompts per
 # optimizer update), N, LR, ENTROPY_COEFF, SAVE_FREQ (offline
@@ -45,7 +45,7 @@ ENTROPY_COEFF="${ENTROPY_COEFF:-0}"  # no entropy bonus: see the README (toy rep
 LR="${LR:-2e-3}"
 RESPONSE_LEN=48   # a trace is 34 tokens with its EOS
 if [[ "${QUICK}" == 1 ]]; then
-  STEPS="${STEPS:-2}" BATCH="${BATCH:-8}" PRETRAIN_STEPS="${PRETRAIN_STEPS:-100}"
+  STEPS="${STEPS:-10}" BATCH="${BATCH:-16}" PRETRAIN_STEPS="${PRETRAIN_STEPS:-600}"
   SAVE_FREQ="${SAVE_FREQ:-${STEPS}}" TEST_FREQ="${TEST_FREQ:--1}" RUNS="${RUNS:-luffy_split grpo}"
   FIGURE="${FIGURE:-${OUT_DIR}/toy_luffy_vs_grpo_vs_sft.png}"
 else
