@@ -77,7 +77,8 @@ def test_dataclass_rejects_bad_value_too():
     [
         ("actor_rollout_ref.actor.off_policy_reshape=bogus", "off_policy_reshape"),
         ("actor_rollout_ref.actor.on_policy_reshape=p_div_p_x", "on_policy_reshape"),
-        ("actor_rollout_ref.rollout.n_prefix=8", "n_prefix"),
+        ("actor_rollout_ref.rollout.n_prefix=9", "n_prefix"),  # n = 8
+        ("actor_rollout_ref.rollout.n_prefix=8", "no generated samples"),  # = n, without the SFT loss
         ("actor_rollout_ref.rollout.n_prefix=-1", "n_prefix"),
         ("actor_rollout_ref.rollout.prefix_strategy=cosine", "prefix_strategy"),
         ("actor_rollout_ref.rollout.min_prefix_ratio=0.9", None),  # with max 0.5 below
@@ -140,6 +141,15 @@ def test_sft_multitask_loss_accepted_with_targets_and_no_shaping():
 
     actor = omega_conf_to_dataclass(cfg.actor_rollout_ref.actor)
     assert (actor.use_sft_multitask_loss, actor.sft_loss_coef) == (True, 1.0)
+
+
+def test_every_slot_a_target_accepted_with_the_sft_loss_only():
+    # n_prefix = n: no generated sample, so the SFT term is the whole loss (the toy's SFT run)
+    cfg = _compose("actor_rollout_ref.rollout.n_prefix=8", "actor_rollout_ref.actor.use_sft_multitask_loss=true",
+                   "algorithm.adv_estimator=grpo_split", *BUILDABLE)
+    check_luffy_config(cfg)
+    with pytest.raises(ValueError, match="n_prefix=8 equals rollout.n"):
+        check_luffy_config(_compose("actor_rollout_ref.rollout.n_prefix=8"))
 
 
 def test_grpo_split_and_plain_grpo_accepted():

@@ -116,9 +116,9 @@ def check_rollout_keys(rollout: Any, prefix: str = "actor_rollout_ref.rollout") 
     n, n_prefix = _get(rollout, "n"), _get(rollout, "n_prefix")
     if not isinstance(n_prefix, int) or isinstance(n_prefix, bool) or n_prefix < 0:
         raise ValueError(f"{prefix}.n_prefix={n_prefix!r} must be an integer >= 0 (0 = plain GRPO)")
-    if n_prefix >= n:
+    if n_prefix > n:
         raise ValueError(
-            f"{prefix}.n_prefix={n_prefix} must be < {prefix}.n={n}; a group holds n - n_prefix "
+            f"{prefix}.n_prefix={n_prefix} must be <= {prefix}.n={n}; a group holds n - n_prefix "
             "generated samples plus n_prefix off-policy targets"
         )
     strategy = _get(rollout, "prefix_strategy")
@@ -234,6 +234,14 @@ def check_luffy_config(config: Any) -> None:
         raise ValueError(
             "actor_rollout_ref.actor.use_sft_multitask_loss=true needs off-policy targets to train on, but "
             "actor_rollout_ref.rollout.n_prefix=0; set n_prefix >= 1 (LUFFY's recipe: 1, with prefix ratio 1.0)"
+        )
+    if arr.rollout.n_prefix == arr.rollout.n and not arr.actor.use_sft_multitask_loss:
+        # every sample a target: the group's rewards are all equal, so every advantage is 0 and only
+        # the SFT loss (use_sft_multitask_loss) has anything to learn from
+        raise ValueError(
+            f"actor_rollout_ref.rollout.n_prefix={arr.rollout.n_prefix} equals rollout.n: no generated samples, "
+            "so every GRPO advantage is 0 and the run learns nothing; set n_prefix < n, or "
+            "actor_rollout_ref.actor.use_sft_multitask_loss=true (pure SFT on the targets)"
         )
     if arr.rollout.n_prefix > 0:
         agent = arr.rollout.agent.default_agent_loop

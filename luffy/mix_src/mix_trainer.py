@@ -147,7 +147,8 @@ class MIXRayPPOTrainer(PPOTrainerSync):
         # veRL's guards: no rollout correction (and none of its diagnostics) in bypass mode or
         # without rollout log-probs; config_check refuses bypass mode when targets are mixed in
         bypass = bool(corr_config is not None and corr_config.get("bypass_mode", False))
-        behaviour_log_probs = "rollout_log_probs" in data.batch and not bypass
+        # a step with no generated token (every slot a target: pure SFT) has nothing to correct or compare
+        behaviour_log_probs = "rollout_log_probs" in data.batch and not bypass and bool(on_tokens.any())
         corrects = corr_config is not None and behaviour_log_probs
         written = ["advantages", "returns"]
 
