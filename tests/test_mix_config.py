@@ -145,11 +145,11 @@ def test_sft_multitask_loss_accepted_with_targets_and_no_shaping():
 
 def test_every_slot_a_target_accepted_with_the_sft_loss_only():
     # n_prefix = n: no generated sample, so the SFT term is the whole loss (the toy's SFT run)
-    cfg = _compose("actor_rollout_ref.rollout.n_prefix=8", "actor_rollout_ref.actor.use_sft_multitask_loss=true",
+    cfg = compose_luffy("actor_rollout_ref.rollout.n_prefix=8", "actor_rollout_ref.actor.use_sft_multitask_loss=true",
                    "algorithm.adv_estimator=grpo_split", *BUILDABLE)
     check_luffy_config(cfg)
     with pytest.raises(ValueError, match="n_prefix=8 equals rollout.n"):
-        check_luffy_config(_compose("actor_rollout_ref.rollout.n_prefix=8"))
+        check_luffy_config(compose_luffy("actor_rollout_ref.rollout.n_prefix=8"))
 
 
 def test_grpo_split_and_plain_grpo_accepted():
