@@ -21,7 +21,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from luffy.cli import add_debug_flag, user_errors_exit  # noqa: E402
 from luffy.data.errors import LuffyDataError  # noqa: E402
-from luffy.jsonl import iter_jsonl  # noqa: E402
+from luffy.jsonl import read_step_metrics as read_metrics  # noqa: E402
 
 PANELS: list[tuple[str, list[tuple[str, str]]]] = [
     (
@@ -46,18 +46,6 @@ PANELS: list[tuple[str, list[tuple[str, str]]]] = [
     ),
     ("response length", [("response_length/mean", "mean"), ("response_length/max", "max")]),
 ]
-
-
-def read_metrics(paths: list[Path]) -> dict[int, dict[str, float]]:
-    """Metrics by step from one or more JSONL files (later files override earlier ones)."""
-    by_step: dict[int, dict[str, float]] = {}
-    for path in paths:
-        for line_no, record, problem in iter_jsonl(path):
-            if problem is not None:
-                raise LuffyDataError(f"{path}:{line_no}: {problem}")
-            values = {k: v for k, v in record.get("data", {}).items() if isinstance(v, int | float)}
-            by_step.setdefault(int(record["step"]), {}).update(values)
-    return by_step
 
 
 def plot(by_step: dict[int, dict[str, float]], out: Path, title: str) -> dict[str, tuple[list[int], list[float]]]:

@@ -71,3 +71,21 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any] | None, s
                 continue
             row, problem = decode_line(raw)
             yield line_no, row, problem
+
+
+def read_step_metrics(paths: list[Path]) -> dict[int, dict[str, float]]:
+    """veRL's file-logger lines ``{"step": k, "data": {...}}`` as numeric metrics by step.
+
+    Later files override earlier ones (a resumed run's file after the first); a bad line raises
+    ``LuffyDataError`` naming the file and line.
+    """
+    from luffy.data.errors import LuffyDataError
+
+    by_step: dict[int, dict[str, float]] = {}
+    for path in paths:
+        for line_no, record, problem in iter_jsonl(path):
+            if problem is not None:
+                raise LuffyDataError(f"{path}:{line_no}: {problem}")
+            values = {k: v for k, v in record.get("data", {}).items() if isinstance(v, int | float)}
+            by_step.setdefault(int(record["step"]), {}).update(values)
+    return by_step

@@ -34,17 +34,10 @@ def saved_policies(run_dir: Path) -> dict[int, Path]:
 
 
 def read_metrics(path: Path) -> dict[int, dict[str, float]]:
-    """veRL's file-logger lines ``{"step": k, "data": {...}}`` as numeric metrics by step."""
-    from luffy.jsonl import iter_jsonl
+    """A run's numeric metrics by step (``luffy.jsonl.read_step_metrics``); none when the run wrote none."""
+    from luffy.jsonl import read_step_metrics
 
-    out: dict[int, dict[str, float]] = {}
-    if not path.exists():
-        return out
-    for _, record, problem in iter_jsonl(path):
-        if problem is None:
-            values = {k: v for k, v in record.get("data", {}).items() if isinstance(v, int | float)}
-            out.setdefault(int(record["step"]), {}).update(values)
-    return out
+    return read_step_metrics([path]) if path.exists() else {}
 
 
 def evaluate_runs(out_dir: Path, runs: list[str], problems: list[Problem], seed: int,
