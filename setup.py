@@ -44,7 +44,7 @@ setup(
     package_data={"luffy": ["mix_src/config/*.yaml", "cpu/config/*.yaml"]},
     install_requires=INSTALL_REQUIRES,
     extras_require={
-        "dev": ["pytest==9.2.0", "hypothesis==6.170.17", "ruff==0.17.6"],
+        "dev": ["pytest==9.2.0", "pytest-xdist==3.8.0", "hypothesis==6.170.17", "ruff==0.17.6"],
         # GPU stack as veRL 0.9.1's own `vllm` extra pins it (torch 2.11, transformers 5.9, vLLM 0.24).
         # flash-attn is not in it: the index has no binary wheel of 2.8.3, only a source build that needs
         # nvcc; without it the recipe trains with sdpa attention (exp_scripts/train.sh says which).

@@ -20,6 +20,22 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # test module imports a luffy module that itself imports veRL (see luffy/plugin.py).
 import verl  # noqa: E402,F401
 
+# The README's test command runs the suite on two workers (`-n 2 --dist loadfile`): each test file goes
+# whole to one worker, in collection order, and a worker takes the next file when it is nearly done. The
+# files with the long end-to-end runs come first, longest first, so both workers start on them and the
+# many short files fill in at the end (serial minutes on the 2-core CI machine in the comments).
+LONG_FILES_FIRST = (
+    "test_rehearsal.py",  # ~9: train.sh, train_sft_rl.sh on two nodes, train_rl_sft_loss.sh
+    "test_toy_reproduction.py",  # ~7: toy_reproduction.sh --quick, two trainer runs
+    "test_train_tiny_cpu.py",  # ~5.5: the embedded CPU run and its resume
+    "test_faults.py",  # ~3: a killed driver, and every script fed bad input in a subprocess
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(LONG_FILES_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: other files keep their order
+
 
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:

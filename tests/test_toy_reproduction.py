@@ -18,12 +18,7 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
-# ~7 min on 2 cores (two trainer runs of 10 steps): with it CI measured 37 min, over its 30-minute budget,
-# so it runs only when asked: LUFFY_TOY_QUICK=1 python -m pytest tests/test_toy_reproduction.py
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(os.environ.get("LUFFY_TOY_QUICK") != "1", reason="toy --quick run: set LUFFY_TOY_QUICK=1"),
-]
+pytestmark = pytest.mark.slow  # ~7 min on 2 cores: two trainer runs of 10 steps
 
 
 @pytest.fixture(scope="module")
