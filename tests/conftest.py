@@ -20,10 +20,12 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # test module imports a luffy module that itself imports veRL (see luffy/plugin.py).
 import verl  # noqa: E402,F401
 
-# The README's test command runs the suite on two workers (`-n 2 --dist loadfile`): each test file goes
-# whole to one worker, in collection order, and a worker takes the next file when it is nearly done. The
-# files with the long end-to-end runs come first, longest first, so both workers start on them and the
-# many short files fill in at the end (serial minutes on the 2-core CI machine in the comments).
+# The README's test command runs the suite on two workers (`python -m pytest -n 2 tests`; pyproject.toml
+# adds `--dist loadfile --no-loadscope-reorder`): each test file goes whole to one worker, in collection
+# order, and a worker takes the next file when it is nearly done. The files with the long end-to-end runs
+# come first, longest first, so both workers start on them and the many short files fill in at the end
+# (xdist's default order, most tests first, left the toy run for last: ~5 min with one worker idle).
+# Minutes in the comments: each file alone on the quiet 2-core machine.
 LONG_FILES_FIRST = (
     "test_rehearsal.py",  # ~9: train.sh, train_sft_rl.sh on two nodes, train_rl_sft_loss.sh
     "test_toy_reproduction.py",  # ~7: toy_reproduction.sh --quick, two trainer runs
