@@ -24,11 +24,11 @@ import verl  # noqa: E402,F401
 # adds `--dist loadfile --no-loadscope-reorder`): each test file goes whole to one worker, in collection
 # order, and a worker takes the next file when it is nearly done. The files with the long end-to-end runs
 # come first, longest first, so both workers start on them and the many short files fill in at the end
-# (xdist's default order, most tests first, left the toy run for last: ~5 min with one worker idle).
+# (xdist's default order, most tests first, left the longest run for last: ~5 min with one worker idle).
 # Minutes in the comments: each file alone on the quiet 2-core machine.
 LONG_FILES_FIRST = (
     "test_rehearsal.py",  # ~9: train.sh, train_sft_rl.sh on two nodes, train_rl_sft_loss.sh
-    "test_toy_reproduction.py",  # ~7: toy_reproduction.sh --quick, two trainer runs
+    "test_toy_reproduction.py",  # ~7: toy_reproduction.sh --quick, two trainer runs (LUFFY_TOY_QUICK=1 only)
     "test_train_tiny_cpu.py",  # ~5.5: the embedded CPU run and its resume
     "test_faults.py",  # ~3: a killed driver, and every script fed bad input in a subprocess
 )
