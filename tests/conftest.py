@@ -28,7 +28,7 @@ import verl  # noqa: E402,F401
 # Minutes in the comments: each file alone on the quiet 2-core machine.
 LONG_FILES_FIRST = (
     "test_rehearsal.py",  # ~9: train.sh, train_sft_rl.sh on two nodes, train_rl_sft_loss.sh
-    "test_toy_reproduction.py",  # ~7: toy_reproduction.sh --quick, two trainer runs (LUFFY_TOY_QUICK=1 only)
+    "test_toy_reproduction.py",  # ~6.5: toy_reproduction.sh --quick, two trainer runs
     "test_train_tiny_cpu.py",  # ~5.5: the embedded CPU run and its resume
     "test_faults.py",  # ~3: a killed driver, and every script fed bad input in a subprocess
 )

@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 
 import pytest
+from _limits import END_TO_END_S
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = REPO_ROOT / "exp_scripts" / "rehearse_cpu.py"
@@ -147,7 +148,7 @@ def test_swaps_refuse_a_drifted_recipe():
         rehearse.swap_overrides(recipe, {"model": "m", "steps": "1"}, local_ray=True)
 
 
-def _run(tmp_path: Path, *args: str, env: dict | None = None, timeout: int = 900) -> tuple[Path, str]:
+def _run(tmp_path: Path, *args: str, env: dict | None = None, timeout: int = END_TO_END_S) -> tuple[Path, str]:
     out = tmp_path / "run"
     clean = _child_env(HOME=str(tmp_path), **(env or {}))
     proc = subprocess.run(

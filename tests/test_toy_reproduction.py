@@ -15,16 +15,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from _limits import END_TO_END_S
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
-# ~7 min alone on 2 cores (two trainer runs of 10 steps, ~9 CPU-min). In CI, beside the other runs, it took
-# 842 s once and hit a 900-s timeout once, and CI took 25.2-28 min with it: too close to CI's 30-minute
-# budget, so it runs only when asked: LUFFY_TOY_QUICK=1 python -m pytest tests/test_toy_reproduction.py
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(os.environ.get("LUFFY_TOY_QUICK") != "1", reason="toy --quick run: set LUFFY_TOY_QUICK=1"),
-]
+# ~6.5 min alone on 2 cores (format pre-training, then two trainer runs of 10 steps: ~8 CPU-min)
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +29,7 @@ def quick_run(tmp_path_factory) -> tuple[Path, str]:
     env = dict(os.environ, PYTHON=sys.executable, OUT_DIR=str(out))
     proc = subprocess.run(
         ["bash", str(REPO_ROOT / "exp_scripts" / "toy_reproduction.sh"), "--quick"],
-        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=1800,
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=END_TO_END_S,
     )
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-5000:]
     return out, proc.stdout

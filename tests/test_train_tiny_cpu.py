@@ -16,6 +16,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
+from _limits import END_TO_END_S
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 STEPS, BATCH, N, N_PREFIX = 3, 4, 4, 1
@@ -42,7 +43,7 @@ def tiny_run(tmp_path_factory) -> Path:
         env=env,
         capture_output=True,
         text=True,
-        timeout=900,
+        timeout=END_TO_END_S,
     )
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-5000:]
     return out

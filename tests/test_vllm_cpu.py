@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 import pytest
+from _limits import END_TO_END_S
 
 from luffy.cpu.shm_segments import SEGMENT_PREFIXES, SHM_DIR
 from luffy.cpu.vllm_support import vllm_cpu_problem
@@ -89,7 +90,7 @@ def vllm_run(tiny_vllm_model, tmp_path_factory) -> Path:
         env=env,
         capture_output=True,
         text=True,
-        timeout=900,
+        timeout=END_TO_END_S,
     )
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-5000:]
     (out / "segments_before.json").write_text(json.dumps(sorted(before)))
@@ -173,7 +174,7 @@ def generated(tiny_vllm_model, tmp_path_factory) -> dict[str, Path]:
         }
         try:
             for engine, proc in procs.items():
-                assert proc.wait(timeout=900) == 0, (out / f"{engine}.log").read_text()[-4000:]
+                assert proc.wait(timeout=END_TO_END_S) == 0, (out / f"{engine}.log").read_text()[-4000:]
         finally:
             for proc in procs.values():
                 if proc.poll() is None:
