@@ -148,6 +148,25 @@ def test_swaps_refuse_a_drifted_recipe():
         rehearse.swap_overrides(recipe, {"model": "m", "steps": "1"}, local_ray=True)
 
 
+def _nul_separated(path: Path) -> list[str]:
+    return [item for item in path.read_text().split("\0") if item]
+
+
+def test_environment_and_local_ray_settings_are_those_of_the_tiny_cpu_runs(tmp_path):
+    """rehearse_cpu.py's ENV and LOCAL_RAY repeat what exp_scripts/common_tiny_cpu.sh sets: the variables it
+    exports (values at their defaults) and the Ray settings of a local one-node cluster in CPU_ARGS."""
+    common = REPO_ROOT / "exp_scripts" / "common_tiny_cpu.sh"
+    shell = (f'env -0 > {tmp_path}/before; source {common}; env -0 > {tmp_path}/after; '
+             f'printf "%s\\0" "${{CPU_ARGS[@]}}" > {tmp_path}/args')
+    base = {"PATH": os.environ["PATH"], "HOME": str(tmp_path)}  # no inherited value hides a default
+    subprocess.run(["bash", "-c", shell], env=base, check=True, cwd=REPO_ROOT, timeout=120)
+    before, after = (dict(v.split("=", 1) for v in _nul_separated(tmp_path / n)) for n in ("before", "after"))
+    exported = {k: v for k, v in after.items() if before.get(k) != v and k not in ("_", "LUFFY_RAY_TMP")}
+    assert exported == rehearse.ENV
+    args = _nul_separated(tmp_path / "args")
+    assert all(f"{k}={v}" in args for k, v in rehearse.LOCAL_RAY.items()), args
+
+
 def _run(tmp_path: Path, *args: str, env: dict | None = None, timeout: int = END_TO_END_S) -> tuple[Path, str]:
     out = tmp_path / "run"
     clean = _child_env(HOME=str(tmp_path), **(env or {}))
