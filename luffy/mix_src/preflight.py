@@ -17,25 +17,24 @@
 from __future__ import annotations
 
 import importlib.util
-import json
 import netrc
 import os
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 from omegaconf import OmegaConf, open_dict
 
 from luffy.cpu.vllm_support import check_vllm_rollout_on_cpu
+from luffy.model_folder import read_model_config
 
 ROPE_SCALED_TYPES = ("linear", "dynamic", "yarn", "longrope", "llama3")
 WANDB_OFFLINE_MODES = ("offline", "disabled", "dryrun")
 
 
 def _model_config(path: str, trust_remote_code: bool) -> dict[str, Any]:
-    config_file = Path(path) / "config.json"
-    if config_file.is_file():
-        return json.loads(config_file.read_text())
+    model = read_model_config(path)  # a damaged config.json: one line naming the file
+    if model is not None:
+        return model
     try:
         from transformers import AutoConfig
 
@@ -55,10 +54,12 @@ def model_context(model: dict[str, Any]) -> int | None:
     from ``original_max_position_embeddings`` when the config gives it.
     """
     text = model.get("text_config") or model
+    text = text if isinstance(text, dict) else model
     max_pos = text.get("max_position_embeddings")
-    if not isinstance(max_pos, int):
+    if not isinstance(max_pos, int) or isinstance(max_pos, bool):
         return None
     rope = text.get("rope_scaling") or text.get("rope_parameters") or {}
+    rope = rope if isinstance(rope, dict) else {}
     kind = rope.get("rope_type", rope.get("type"))
     factor = rope.get("factor")
     if kind in ROPE_SCALED_TYPES and isinstance(factor, int | float) and factor > 1:
