@@ -38,6 +38,7 @@ def preflight(config: DictConfig) -> None:
     except ValueError as err:
         _refuse("invalid LUFFY run", err)
     try:
+        run_inputs.check_run_paths(config)
         check_resume_checkpoint(config)
         run_inputs.preflight(config)
     except ValueError as err:

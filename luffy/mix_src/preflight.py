@@ -10,6 +10,8 @@
   and message, as ``LuffyRLHFDataset`` at load time, on that column only);
 - ``rollout.name=vllm`` on the CPU platform needs vLLM's CPU build and a head size of 32 or more
   (:func:`luffy.cpu.vllm_support.check_vllm_rollout_on_cpu`);
+- :func:`check_run_paths` (run first): every data file exists and is a whole parquet from one run;
+  ``trainer.default_local_dir`` is not a file;
 - without the ``flash_attn`` package the actor uses ``sdpa`` instead of veRL's default
   ``flash_attention_2`` (one log line says so).
 """
@@ -19,6 +21,7 @@ from __future__ import annotations
 import importlib.util
 import netrc
 import os
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
@@ -142,6 +145,7 @@ def check_training_targets(config: Any) -> None:
         return
     import pyarrow.parquet as pq
 
+    from luffy.data.readers import open_parquet
     from luffy.mix_src.dataset import bad_targets_message, find_bad_targets
 
     key = config.data.get("target_key", "target")
@@ -150,7 +154,7 @@ def check_training_targets(config: Any) -> None:
             raise ValueError(f"data.train_files: {path} does not exist (data/prepare_train.py writes it)")
         if not (os.path.isfile(path) and path.endswith(".parquet")):
             continue  # a folder or another format: the dataset checks it at load time
-        names = pq.read_schema(path).names
+        names = open_parquet(path).schema_arrow.names  # a truncated file: one line naming it
         if key not in names:
             raise ValueError(
                 f"{path} has no '{key}' column (columns: {', '.join(names)}), but "
@@ -161,6 +165,53 @@ def check_training_targets(config: Any) -> None:
         bad = find_bad_targets(pq.read_table(path, columns=[key]), key)
         if bad and config.data.get("target_validation", "error") == "error":
             raise ValueError(bad_targets_message(path, bad))
+
+
+def check_data_files(config: Any) -> None:
+    """Every local file in ``data.train_files`` and ``data.val_files`` exists; a parquet one is whole (its
+    footer reads) and, when a LUFFY script wrote it, from the same run as its siblings (``val.parquet``
+    beside ``train.parquet``: :func:`luffy.atomic_outputs.check_run_outputs`). Reads footers only.
+
+    Raises:
+        ValueError: naming the key, the file and what is wrong with it.
+    """
+    from luffy.data.readers import open_parquet
+
+    for key, writer in (("data.train_files", "data/prepare_train.py"), ("data.val_files", "data/prepare_eval.py")):
+        for path in _files(OmegaConf.select(config, key, default=None)):
+            if "://" in path:
+                continue  # hdfs:// and the like: veRL copies it in
+            if not os.path.exists(path):
+                raise ValueError(f"{key}: {path} does not exist ({writer} writes it)")
+            if os.path.isfile(path) and path.endswith(".parquet"):
+                try:
+                    open_parquet(path)
+                except ValueError as err:
+                    raise ValueError(f"{key}: {err}") from None
+
+
+def check_output_folders(config: Any) -> None:
+    """``trainer.default_local_dir`` (and the rollout/validation dump folders when set) must be folders or
+    creatable as folders: neither the path nor any folder above it may be an existing file.
+
+    Raises:
+        ValueError: naming the key and the file in the way.
+    """
+    for key in ("trainer.default_local_dir", "trainer.rollout_data_dir", "trainer.validation_data_dir"):
+        value = OmegaConf.select(config, key, default=None)
+        if value is None or "://" in str(value):
+            continue
+        path = Path(os.path.abspath(str(value)))
+        for folder in (path, *path.parents):
+            if folder.exists() and not folder.is_dir():
+                what = "is an existing file" if folder == path else f"lies under {folder}, an existing file"
+                raise ValueError(f"{key}={value}: {what}, not a folder; choose a folder path")
+
+
+def check_run_paths(config: Any) -> None:
+    """:func:`check_output_folders` and :func:`check_data_files` (run by ``main_mix_ppo`` first)."""
+    check_output_folders(config)
+    check_data_files(config)
 
 
 def choose_attention(config: Any) -> str:
