@@ -10,8 +10,8 @@
   and message, as ``LuffyRLHFDataset`` at load time, on that column only);
 - ``rollout.name=vllm`` on the CPU platform needs vLLM's CPU build and a head size of 32 or more
   (:func:`luffy.cpu.vllm_support.check_vllm_rollout_on_cpu`);
-- :func:`check_run_paths` (run first): every data file exists and is a whole parquet from one run;
-  ``trainer.default_local_dir`` is not a file;
+- :func:`check_output_folders` and :func:`check_data_files` (``main_mix_ppo`` runs them first):
+  ``trainer.default_local_dir`` is not a file; every data file exists and is a whole parquet from one run;
 - without the ``flash_attn`` package the actor uses ``sdpa`` instead of veRL's default
   ``flash_attention_2`` (one log line says so).
 """
@@ -206,12 +206,6 @@ def check_output_folders(config: Any) -> None:
             if folder.exists() and not folder.is_dir():
                 what = "is an existing file" if folder == path else f"lies under {folder}, an existing file"
                 raise ValueError(f"{key}={value}: {what}, not a folder; choose a folder path")
-
-
-def check_run_paths(config: Any) -> None:
-    """:func:`check_output_folders` and :func:`check_data_files` (run by ``main_mix_ppo`` first)."""
-    check_output_folders(config)
-    check_data_files(config)
 
 
 def choose_attention(config: Any) -> str:
