@@ -35,7 +35,10 @@ WANDB_OFFLINE_MODES = ("offline", "disabled", "dryrun")
 
 
 def _model_config(path: str, trust_remote_code: bool) -> dict[str, Any]:
-    model = read_model_config(path)  # a damaged config.json: one line naming the file
+    try:
+        model = read_model_config(path)  # a damaged config.json: one line naming the file
+    except ValueError as err:
+        raise ValueError(f"actor_rollout_ref.model.path={path}: {err}") from None
     if model is not None:
         return model
     try:
