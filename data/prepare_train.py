@@ -75,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no_progress", action="store_true", help="no progress bars")
     parser.add_argument("--keep_current", action="store_true",
                         help="do nothing when --output_dir already holds this run's outputs: made from the same "
-                        "input bytes (sha256) with the same options, all from one run")
+                        "input bytes (sha256; a hub name: the same name) with the same options, all from one run")
     return add_debug_flag(parser)
 
 

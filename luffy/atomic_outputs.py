@@ -20,10 +20,12 @@ whether its outputs are current (:func:`outputs_are_current`).
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import json
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -87,7 +89,9 @@ class RunOutputs:
         options: the run's settings (recorded as given; must be JSON-serialisable).
     """
 
-    def __init__(self, script: str | None = None, inputs: list[str | Path] = (), options: dict | None = None):
+    def __init__(
+        self, script: str | None = None, inputs: Sequence[str | Path] = (), options: dict[str, Any] | None = None
+    ):
         self.script = script or Path(sys.argv[0]).name
         self.inputs = [input_fingerprint(s) for s in inputs]
         self.options = options or {}
@@ -145,8 +149,13 @@ class RunOutputs:
     def manifest(self, path: Path) -> dict[str, Any]:
         """The manifest as stored in ``path``'s footer: file names relative to ``path``'s folder."""
         files = sorted(os.path.relpath(p.absolute(), path.absolute().parent) for p in self._outputs)
-        return {"run": self.run_id, "script": self.script, "files": files, "inputs": self.inputs,
-                "options": self.options}
+        return {
+            "run": self.run_id,
+            "script": self.script,
+            "files": files,
+            "inputs": self.inputs,
+            "options": self.options,
+        }
 
     def commit(self) -> list[Path]:
         """Write every output to a temporary file, then move them all into place; returns the paths.
@@ -157,6 +166,9 @@ class RunOutputs:
         import pyarrow.parquet as pq
 
         self.run_id = self._run_id()
+        for path in self._outputs:  # temporary files left by a run killed while writing
+            for left in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+                left.unlink(missing_ok=True)
         written: list[tuple[Path, Path]] = []
         try:
             for path, (kind, payload) in self._outputs.items():
@@ -213,11 +225,11 @@ def check_run_outputs(path: str | Path, schema: Any = None) -> None:
     if manifest is None:
         return
     for name in manifest.get("files", []):
-        sibling = path.parent / name
-        if not isinstance(name, str) or not name.endswith(".parquet") or sibling.resolve() == path.resolve():
+        if not isinstance(name, str) or not name.endswith(".parquet"):
             continue
-        if not sibling.is_file():
-            continue  # removed or moved: nothing to mix up
+        sibling = path.parent / name
+        if not sibling.is_file() or sibling.resolve() == path.resolve():
+            continue  # itself, or removed or moved: nothing to mix up
         try:
             other = read_manifest(sibling, pq.read_schema(sibling))
         except (pa.ArrowException, OSError):
@@ -231,7 +243,7 @@ def check_run_outputs(path: str | Path, schema: Any = None) -> None:
             )
 
 
-def outputs_are_current(path: str | Path, inputs: list[str | Path], options: dict | None = None) -> bool:
+def outputs_are_current(path: str | Path, inputs: Sequence[str | Path], options: dict[str, Any] | None = None) -> bool:
     """Whether the parquet output ``path`` exists, is whole, and was made from ``inputs`` with ``options``.
 
     ``inputs`` are compared by content (sha256), not by name or time, so another file under the same name
