@@ -22,6 +22,7 @@ import re
 import zipfile
 import zlib
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -89,7 +90,8 @@ def step_problems(step_dir: Path, world_size: int, contents: Sequence[str]) -> l
             other = f" (found {found[0]}: written by another number of ranks)" if found else ""
             problems.append(f"{actor} has no {kind}_world_size_{world_size}_rank_*.pt{other}")
             continue
-        problems += [p for p in map(_shard_problem, expected) if p]
+        with ThreadPoolExecutor(max_workers=min(len(expected), os.cpu_count() or 1, 8)) as pool:
+            problems += [p for p in pool.map(_shard_problem, expected) if p]  # zlib's CRC-32 frees the GIL
     data = _shard_problem(step_dir / "data.pt")
     if data:
         problems.append(data + " (the data loader's position)")
