@@ -25,10 +25,10 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+from luffy.atomic_outputs import RunOutputs
 from luffy.cli import add_debug_flag, user_errors_exit
 from luffy.data.errors import LuffyDataError
 from luffy.data.eval_rows import BENCHMARK_NAMES, EVAL_SCHEMA, eval_problem, eval_rows
-from luffy.data.pipeline import write_parquet
 from luffy.data.readers import UnreadableRow, open_rows
 from luffy.data.schema import TEMPLATES, rows_to_table
 
@@ -70,7 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     rows_out = eval_rows(problems, args.copies, BENCHMARK_NAMES if args.benchmark_names else None)
     if not rows_out:
         raise LuffyDataError("no usable evaluation rows")
-    write_parquet(rows_to_table(rows_out, EVAL_SCHEMA), out)
+    run = RunOutputs("prepare_eval.py", args.input, {k: v for k, v in sorted(vars(args).items()) if k != "debug"})
+    run.table(out, rows_to_table(rows_out, EVAL_SCHEMA), "--output")
+    run.commit()
     per_source = Counter(r["data_source"] for r in rows_out)
     print(f"problems: {len(problems)}  rows: {len(rows_out)}  skipped: {skipped}")
     for name, count in per_source.items():

@@ -27,9 +27,10 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from luffy.atomic_outputs import RunOutputs
 from luffy.cli import add_debug_flag, user_errors_exit
 from luffy.data.errors import LuffyDataError
-from luffy.data.pipeline import PrepareOptions, format_summary, prepare, write_parquet
+from luffy.data.pipeline import PrepareOptions, format_summary, no_rows_message, prepare
 from luffy.data.schema import EXTRA_INFO_TYPE, MESSAGES_TYPE, rows_to_table
 
 SFT_SCHEMA = pa.schema([("messages", MESSAGES_TYPE), ("data_source", pa.string()), ("extra_info", EXTRA_INFO_TYPE)])
@@ -85,10 +86,17 @@ def main(argv: list[str] | None = None) -> int:
             raise LuffyDataError(f"{path} is a folder; give the parquet file to write")
     result = prepare(args.input, options)
     print(format_summary(result))
+    if not result.train:
+        raise LuffyDataError(f"{no_rows_message(result)}; nothing was written")
+    # the SFT split(s) replace an earlier run's together, or not at all
+    run = RunOutputs("prepare_sft.py", [args.input], {k: v for k, v in sorted(vars(args).items()) if k != "debug"})
+    counts = {}
     for path, split in outputs:
         table = sft_rows(result.train if split == "train" else result.val)
-        write_parquet(rows_to_table(table, SFT_SCHEMA), path)
-        print(f"wrote {len(table)} SFT rows: {path}")
+        run.table(path, rows_to_table(table, SFT_SCHEMA), f"SFT {split} split")
+        counts[path] = len(table)
+    for path in run.commit():
+        print(f"wrote {counts[path]} SFT rows: {path}")
     return 0
 
 

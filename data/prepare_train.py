@@ -12,7 +12,8 @@ generation marked correct; unmarked generations are used only when ``--verify_ta
 them) or already prepared (``prompt``, ``target``, ``reward_model``: validated and passed through).
 
 Output (``--output_dir``): ``train.parquet``, ``val.parquet`` (with ``--val_size``) and
-``skipped.jsonl`` (one line per left-out row: input row number, reason, detail).
+``skipped.jsonl`` (one line per left-out row: input row number, reason, detail). They replace an earlier
+run's files together or not at all (``luffy/atomic_outputs.py``); a run that keeps no row writes nothing.
 
 Filters, each counted in the summary: unreadable row, missing/null/empty problem, missing answer,
 missing trace, no trace marked correct, malformed prepared row, trace over the token budget
@@ -33,7 +34,9 @@ import argparse
 import logging
 import sys
 import time
+from pathlib import Path
 
+from luffy.atomic_outputs import outputs_are_current
 from luffy.cli import add_debug_flag, user_errors_exit
 from luffy.data.pipeline import PrepareOptions, check_output_dir, format_summary, prepare, write_outputs
 from luffy.data.schema import TEMPLATES
@@ -70,7 +73,16 @@ def build_parser() -> argparse.ArgumentParser:
                         help="own: LUFFY system prompt + problem (default); no_system: problem only")
     parser.add_argument("--data_source", default="openr1", help="data_source of raw rows (default openr1)")
     parser.add_argument("--no_progress", action="store_true", help="no progress bars")
+    parser.add_argument("--keep_current", action="store_true",
+                        help="do nothing when --output_dir already holds this run's outputs: made from the same "
+                        "input bytes (sha256; a hub name: the same name) with the same options, all from one run")
     return add_debug_flag(parser)
+
+
+def run_options(args: argparse.Namespace) -> dict:
+    """The options that shape the output, as recorded beside it (``--keep_current`` compares them)."""
+    skip = {"input", "output_dir", "num_proc", "no_progress", "debug", "keep_current"}
+    return {k: v for k, v in sorted(vars(args).items()) if k not in skip}
 
 
 @user_errors_exit
@@ -95,15 +107,19 @@ def main(argv: list[str] | None = None) -> int:
         num_proc=args.num_proc,
         progress=not args.no_progress,
     )
+    if args.keep_current and outputs_are_current(
+        Path(args.output_dir) / "train.parquet", [args.input], run_options(args)
+    ):
+        print(f"{args.output_dir}/train.parquet is current (same input and options): kept")
+        return 0
     start = time.perf_counter()
     check_output_dir(args.output_dir)  # before the work, not after it
     result = prepare(args.input, options)
-    paths = write_outputs(result, args.output_dir)
-    print(format_summary(result, paths))
+    print(format_summary(result))
+    # train, val and skipped.jsonl replace an earlier run's together, or (no usable row) not at all
+    paths = write_outputs(result, args.output_dir, [args.input], run_options(args))
+    print("\n".join(f"wrote {name}: {path}" for name, path in paths.items()))
     print(f"time: {time.perf_counter() - start:.1f} s")
-    if not result.train:
-        print(f"error: no usable rows in {args.input}; the reasons are in {paths['skipped']}", file=sys.stderr)
-        return 1
     return 0
 
 

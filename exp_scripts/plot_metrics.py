@@ -1,6 +1,7 @@
 """Plot a training run's curves from veRL's metrics JSONL (``trainer.logger`` with ``file``).
 
-Each line of the file is ``{"step": int, "data": {metric: value, ...}}``. Several files (a run and
+Each line of the file is ``{"step": int, "data": {metric: value, ...}}``; any other line stops the
+script naming its file and line (``--skip_bad``: skipped, logged and counted). Several files (a run and
 its resumes) are merged by step, later files winning. Four panels: reward of on- vs off-policy samples,
 the actor's probability of off- vs on-policy tokens, entropy, response length.
 
@@ -10,6 +11,7 @@ the actor's probability of off- vs on-policy tokens, entropy, response length.
 from __future__ import annotations
 
 import argparse
+import logging
 import math
 import sys
 from pathlib import Path
@@ -78,12 +80,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("metrics", nargs="+", type=Path, help="metrics JSONL file(s) of one run")
     parser.add_argument("--out", type=Path, default=Path("figures/metrics.png"), help="PNG to write")
     parser.add_argument("--title", default="training curves", help="figure title")
+    parser.add_argument("--skip_bad", action="store_true",
+                        help="skip (and log with file:line, counted) lines without an integer step or a data object")
     add_debug_flag(parser)
     args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     missing = [str(p) for p in args.metrics if not p.is_file()]
     if missing:
         raise LuffyDataError(f"metrics file(s) not found: {', '.join(missing)}")
-    by_step = read_metrics(args.metrics)
+    by_step = read_metrics(args.metrics, skip_bad=args.skip_bad)
     if not by_step:
         raise LuffyDataError("no metrics in the given file(s)")
     drawn = plot(by_step, args.out, args.title)

@@ -4,13 +4,12 @@
 
 # tiny_inputs MODEL_DIR DATA_DIR SAMPLE_JSONL: the offline tiny model + tokenizer (kept when already
 # there; hidden size TINY_HIDDEN_SIZE, default 64) and the training parquet prepared from the sample rows
-# (kept when already there).
+# (kept only when it was made from these same bytes with the same options: its footer records the input's
+# path, size and sha256, so another SAMPLE_JSONL, or an edited one, into the same DATA_DIR rebuilds it).
 tiny_inputs() {
   local model_dir="$1" data_dir="$2" sample_jsonl="$3"
   "${PYTHON}" -m luffy.tiny "${model_dir}" --corpus "${sample_jsonl}" --hidden_size "${TINY_HIDDEN_SIZE:-64}"
-  if [[ ! -f "${data_dir}/train.parquet" ]]; then
-    "${PYTHON}" data/prepare_train.py --input "${sample_jsonl}" --output_dir "${data_dir}" --no_progress
-  fi
+  "${PYTHON}" data/prepare_train.py --input "${sample_jsonl}" --output_dir "${data_dir}" --no_progress --keep_current
 }
 
 # report_step_times LOG: seconds per step from veRL's console metrics (timing_s/step); the first step

@@ -43,16 +43,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def prepare(args: argparse.Namespace) -> int:
+    from luffy.atomic_outputs import RunOutputs
     from luffy.toy.base_model import build_base_model
-    from luffy.toy.task import format_pool, split_problems, write_parquet
+    from luffy.toy.task import format_pool, problems_table, split_problems
 
     out = Path(args.out)
     if (out / "base_model" / "model.safetensors").exists() and (out / "data" / "val.parquet").exists():
         print(f"data and base model already in {out}: kept (delete them to rebuild)")
         return 0
     train, val = split_problems(args.n_train, args.n_val, args.seed)
-    write_parquet(train, out / "data" / "train.parquet", "train")
-    write_parquet(val, out / "data" / "val.parquet", "test")
+    run = RunOutputs("toy_reproduction.py", options={"n_train": args.n_train, "n_val": args.n_val, "seed": args.seed})
+    run.table(out / "data" / "train.parquet", problems_table(train, "train"), "train split")
+    run.table(out / "data" / "val.parquet", problems_table(val, "test"), "held-out split")
+    run.commit()  # both or neither
     started = time.time()
     losses = build_base_model(out / "base_model", format_pool(exclude=val), hidden_size=args.hidden_size,
                               steps=args.pretrain_steps, seed=args.seed, progress=not args.no_progress)

@@ -73,19 +73,48 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any] | None, s
             yield line_no, row, problem
 
 
-def read_step_metrics(paths: list[Path]) -> dict[int, dict[str, float]]:
+def metrics_step(record: dict[str, Any]) -> tuple[int | None, str | None]:
+    """``(step, None)`` for a file-logger record ``{"step": k, "data": {...}}`` with an integer step and an
+    object ``data``, else ``(None, reason)``. An integral float (``3.0``) is step 3; ``2.5``, ``true``,
+    ``"3"`` or no step at all is a reason, never another step."""
+    step = record.get("step")
+    if isinstance(step, float) and step.is_integer():
+        step = int(step)
+    if "step" not in record:
+        return None, "no 'step'"
+    if not isinstance(step, int) or isinstance(step, bool):
+        return None, f"'step' is {step!r}, not an integer"
+    if not isinstance(record.get("data"), dict):
+        return None, f"'data' is a {type(record.get('data')).__name__}, not an object of metrics"
+    return step, None
+
+
+def read_step_metrics(paths: list[Path], skip_bad: bool = False) -> dict[int, dict[str, float]]:
     """veRL's file-logger lines ``{"step": k, "data": {...}}`` as numeric metrics by step.
 
-    Later files override earlier ones (a resumed run's file after the first); a bad line raises
-    ``LuffyDataError`` naming the file and line.
+    Later files override earlier ones (a resumed run's file after the first). A bad line (not JSON, no
+    integer ``step``, ``data`` not an object) raises ``LuffyDataError`` naming the file and line; with
+    ``skip_bad`` it is logged with its file and line and skipped (the count is logged at the end).
     """
+    import logging
+
     from luffy.data.errors import LuffyDataError
 
     by_step: dict[int, dict[str, float]] = {}
+    skipped = 0
     for path in paths:
         for line_no, record, problem in iter_jsonl(path):
+            step = None
+            if problem is None:
+                step, problem = metrics_step(record)
             if problem is not None:
-                raise LuffyDataError(f"{path}:{line_no}: {problem}")
-            values = {k: v for k, v in record.get("data", {}).items() if isinstance(v, int | float)}
-            by_step.setdefault(int(record["step"]), {}).update(values)
+                if not skip_bad:
+                    raise LuffyDataError(f"{path}:{line_no}: {problem} (--skip_bad skips such lines)")
+                skipped += 1
+                logging.getLogger(__name__).warning("skipped %s:%d: %s", path, line_no, problem)
+                continue
+            values = {k: v for k, v in record["data"].items() if isinstance(v, int | float) and not isinstance(v, bool)}
+            by_step.setdefault(step, {}).update(values)
+    if skipped:
+        logging.getLogger(__name__).warning("skipped %d bad metrics line(s)", skipped)
     return by_step

@@ -17,6 +17,7 @@ import json
 from collections.abc import Iterable
 from pathlib import Path
 
+from luffy.model_folder import read_model_config
 from luffy.prompts import LUFFY_SYSTEM_PROMPT
 
 PAD_TOKEN = "<|endoftext|>"
@@ -153,7 +154,7 @@ def build_tiny_checkpoint(
     """
     out = Path(out_dir)
     if (out / "config.json").exists() and (out / "tokenizer.json").exists():
-        found = json.loads((out / "config.json").read_text()).get("hidden_size")
+        found = (read_model_config(out) or {}).get("hidden_size")
         if found != hidden_size:
             raise ValueError(
                 f"{out} already holds a tiny model with hidden_size={found}, not {hidden_size}; "

@@ -606,3 +606,388 @@ def test_huge_trace_is_measured_on_a_bounded_head(tiny_tokenizer):  # noqa: F811
     cut = kept[0].traces[0]
     offsets = backend.encode(huge[: 2 * len(head)], add_special_tokens=False).offsets
     assert cut == huge[: offsets[budget - 2][1]]  # the same cut as full tokenisation gives
+
+
+# ================================================================================================
+# Second round, data / model folder / config: (8) a run's outputs replace the last run's together,
+# (9) a bad cell loses only its row, (10) model folders, (11) config and data files before Ray,
+# (12) metrics lines, (13) the tiny scripts' inputs, (14) damaged checkpoint shards.
+# ================================================================================================
+def _prepare_dir(tmp_path: Path, name: str, rows: list[dict], *extra) -> tuple[int, Path]:
+    """``prepare_train.py`` in this process on ``rows`` (a jsonl named ``name``) into ``tmp_path/out``."""
+    source = tmp_path / name
+    source.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "out"
+    return run_main("data/prepare_train.py", "--input", source, "--output_dir", out, "--no_progress", *extra), out
+
+
+def _problems(path: Path) -> list[str]:
+    return sorted(r["prompt"][-1]["content"] for r in pq.read_table(path, columns=["prompt"]).to_pylist())
+
+
+# ---------------------------------------------------------------------------------------------- (8)
+def test_a_rerun_that_keeps_no_row_writes_nothing(tmp_path, capsys):
+    rc, out = _prepare_dir(tmp_path, "good.jsonl", [good_row(i) for i in range(6)], "--val_size", "2")
+    assert rc == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert set(before) == {"train.parquet", "val.parquet", "skipped.jsonl"}
+    capsys.readouterr()
+    bad = [dict(good_row(i), answer="") for i in range(4)]  # every row lacks an answer
+    rc, _ = _prepare_dir(tmp_path, "bad.jsonl", bad)
+    assert rc == 2
+    captured = capsys.readouterr()
+    assert_one_line_error(captured.err, "no usable rows", "bad.jsonl", "missing_answer 4", "nothing was written")
+    assert "wrote" not in captured.out
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # the good outputs, untouched
+    rc, _ = _prepare_dir(tmp_path, "bad.jsonl", bad, "--val_size", "2")
+    assert rc == 2
+    assert_one_line_error(capsys.readouterr().err, "leaves no training rows")
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_run_outputs_refuse_an_empty_table_before_writing_anything(tmp_path):
+    import pyarrow as pa
+
+    from luffy.atomic_outputs import RunOutputs
+    from luffy.data.errors import LuffyDataError
+
+    run = RunOutputs("t")
+    run.table(tmp_path / "a.parquet", pa.table({"x": [1]}))
+    with pytest.raises(LuffyDataError, match="b.parquet would hold no rows; nothing was written"):
+        run.table(tmp_path / "b.parquet", pa.table({"x": pa.array([], pa.int64())}), "train split")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_failed_write_replaces_no_output_and_leaves_no_temporary_file(tmp_path, monkeypatch):
+    import pyarrow.parquet as pq_module
+
+    rc, out = _prepare_dir(tmp_path, "a.jsonl", [good_row(i) for i in range(6)], "--val_size", "2")
+    assert rc == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    real, calls = pq_module.write_table, []
+
+    def disk_full_on_the_second_table(table, where, *args, **kwargs):
+        calls.append(where)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device", str(where))
+        return real(table, where, *args, **kwargs)
+
+    monkeypatch.setattr(pq_module, "write_table", disk_full_on_the_second_table)
+    rc, _ = _prepare_dir(tmp_path, "b.jsonl", [good_row(i) for i in range(10, 16)], "--val_size", "2")
+    assert rc == 2 and len(calls) == 2
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # no new train beside the old val
+
+
+def test_a_run_killed_between_its_renames_is_refused_by_every_reader(tmp_path, monkeypatch, capsys):
+    """The renames of one run are not one atomic step: a kill between them leaves a new train.parquet beside
+    the old val.parquet. The manifest in the parquet footers makes every reader refuse that pair."""
+    import luffy.atomic_outputs as atomic
+    from luffy.data.errors import LuffyDataError
+    from luffy.data.readers import open_rows
+    from luffy.mix_src.preflight import check_data_files
+
+    rc, out = _prepare_dir(tmp_path, "a.jsonl", [good_row(i) for i in range(6)], "--val_size", "2")
+    assert rc == 0
+    old_val = (out / "val.parquet").read_bytes()
+    real, renames = os.replace, []
+
+    def killed_after_the_first_rename(src, dst):
+        if renames:
+            raise KeyboardInterrupt  # the kill
+        renames.append(dst)
+        real(src, dst)
+
+    monkeypatch.setattr(atomic.os, "replace", killed_after_the_first_rename)
+    with pytest.raises(KeyboardInterrupt):
+        _prepare_dir(tmp_path, "b.jsonl", [good_row(i) for i in range(10, 16)], "--val_size", "2")
+    monkeypatch.undo()
+    assert renames == [out / "train.parquet"] and (out / "val.parquet").read_bytes() == old_val
+    assert any("10 + 10" in p for p in _problems(out / "train.parquet"))  # the mix is really there
+
+    for path in ("train.parquet", "val.parquet"):
+        with pytest.raises(LuffyDataError, match="come from different runs") as err:
+            open_rows(out / path)
+        assert "train.parquet" in str(err.value) and "val.parquet" in str(err.value)
+    cfg = compose_luffy(f"data.train_files={out / 'train.parquet'}", f"data.val_files={out / 'val.parquet'}")
+    with pytest.raises(ValueError, match=r"data.train_files: .*come from different runs.*rerun prepare_train.py"):
+        check_data_files(cfg)
+    assert run_main("data/prepare_sft.py", "--input", out / "val.parquet", "--output", tmp_path / "s.parquet") == 2
+    assert_one_line_error(capsys.readouterr().err, "come from different runs")
+    # a rerun writes the pair again, and they agree
+    rc, _ = _prepare_dir(tmp_path, "b.jsonl", [good_row(i) for i in range(10, 16)], "--val_size", "2")
+    assert rc == 0
+    check_data_files(cfg)
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_a_run_without_a_val_split_removes_the_old_one_and_a_copied_file_is_refused(tmp_path):
+    import shutil
+
+    from luffy.atomic_outputs import check_run_outputs
+    from luffy.data.errors import LuffyDataError
+
+    rc, out = _prepare_dir(tmp_path, "a.jsonl", [good_row(i) for i in range(6)], "--val_size", "2")
+    assert rc == 0
+    shutil.copy(out / "val.parquet", tmp_path / "old_val.parquet")
+    rc, _ = _prepare_dir(tmp_path, "a.jsonl", [good_row(i) for i in range(6)])
+    assert rc == 0 and sorted(p.name for p in out.iterdir()) == ["skipped.jsonl", "train.parquet"]
+    check_run_outputs(out / "train.parquet")
+    shutil.copy(tmp_path / "old_val.parquet", out / "val.parquet")  # an old split copied back in
+    with pytest.raises(LuffyDataError, match="come from different runs"):
+        check_run_outputs(out / "val.parquet")
+    check_run_outputs(tmp_path / "old_val.parquet")  # alone, elsewhere: its sibling is not there to mix with
+
+
+# ---------------------------------------------------------------------------------------------- (9)
+def _parquet_with_a_bad_cell(path: Path, n: int = 8, bad: int = 5) -> Path:
+    """``n`` good raw rows in a plain (uncompressed, no dictionary) parquet; row ``bad``'s problem has its
+    bytes overwritten with 0xff 0xfe (not UTF-8) in the file itself, the footer left intact."""
+    import pyarrow as pa
+
+    rows = [good_row(i) for i in range(n)]
+    rows[bad]["problem"] = "PLANTED-BAD-CELL"
+    pq.write_table(pa.Table.from_pylist(rows), path, compression="none", use_dictionary=False,
+                   write_statistics=False)
+    data = path.read_bytes()
+    assert data.count(b"PLANTED-BAD-CELL") == 1
+    path.write_bytes(data.replace(b"PLANTED-BAD-CELL", b"PLANTED\xff\xfeBAD-CELL"[:16]))
+    return path
+
+
+def test_a_parquet_cell_that_is_not_utf8_is_a_counted_skip_naming_file_row_and_column(tmp_path, capsys):
+    path = _parquet_with_a_bad_cell(tmp_path / "raw.parquet")
+    with pytest.raises(UnicodeDecodeError):  # what stopped the whole file before
+        pq.read_table(path).to_pylist()
+    out = tmp_path / "out"
+    assert run_main("data/prepare_train.py", "--input", path, "--output_dir", out, "--no_progress",
+                    "--no_shuffle") == 0
+    assert "unreadable_row          1" in capsys.readouterr().out
+    assert len(_problems(out / "train.parquet")) == 7
+    (skip,) = [json.loads(line) for line in (out / "skipped.jsonl").read_text().splitlines()]
+    assert skip["row"] == 5 and skip["reason"] == "unreadable_row"
+    assert f"row 5 of {path}: column 'problem' is not valid UTF-8" in skip["detail"]
+
+
+# ---------------------------------------------------------------------------------------------- (10)
+MODEL_CONFIG_FAULTS = {
+    "truncated": (b'{"model_type": "qwen2", "max_position_embeddings": 40', "not valid JSON"),
+    "empty": (b"", "is empty"),
+    "a list": (b'[{"model_type": "qwen2"}]', "holds a JSON list, not an object"),
+    "a string": (b'"qwen2"', "holds a JSON str, not an object"),
+    "not utf-8": (b'{"model_type": "qw\xffen2"}', "is not UTF-8"),
+}
+
+
+@pytest.mark.parametrize("fault", sorted(MODEL_CONFIG_FAULTS))
+def test_a_damaged_model_config_is_one_line_naming_the_file_everywhere(tmp_path, fault, capsys):
+    from luffy.data.errors import LuffyDataError
+    from luffy.evaluation.engines import make_engine
+    from luffy.mix_src.preflight import check_context_length
+    from luffy.model_folder import read_model_config
+
+    data, words = MODEL_CONFIG_FAULTS[fault]
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_bytes(data)
+    (model / "tokenizer.json").write_text("{}")
+    config_file = str(model / "config.json")
+    for call in (lambda: read_model_config(model), lambda: make_engine("hf", str(model))):
+        with pytest.raises(LuffyDataError) as err:
+            call()
+        assert config_file in str(err.value) and words in str(err.value) and "\n" not in str(err.value)
+    cfg = compose_luffy(f"actor_rollout_ref.model.path={model}")
+    with pytest.raises(ValueError, match=f"actor_rollout_ref.model.path={model}: {config_file} .*{words}"):
+        check_context_length(cfg)
+    from luffy.tiny import build_tiny_checkpoint
+
+    with pytest.raises(LuffyDataError, match=words):
+        build_tiny_checkpoint(model)
+    assert read_model_config(tmp_path / "no_model_here") is None  # not a local folder: the loaders decide
+
+
+# ---------------------------------------------------------------------------------------------- (11)
+@pytest.mark.parametrize(
+    ("override", "words"),
+    [
+        ("data.max_prompt_length=abc", "data.max_prompt_length='abc' must be an integer >= 1"),
+        ("data.max_response_length=1.5", "data.max_response_length=1.5 must be an integer >= 1"),
+        ("data.train_batch_size=-4", "data.train_batch_size=-4 is out of range: it must be >= 1"),
+        ("actor_rollout_ref.actor.ppo_mini_batch_size=0", "ppo_mini_batch_size=0 is out of range"),
+        ("actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=-1", "must be >= 1 or null"),
+        ("data.val_batch_size=true", "data.val_batch_size=True must be an integer >= 1 or null"),
+        ("trainer.save_freq=-2", "trainer.save_freq=-2 is out of range: it must be >= -1 (-1 = never)"),
+        ("actor_rollout_ref.rollout.top_p=0", "top_p=0 is out of range: it must be in (0, 1]"),
+        ("actor_rollout_ref.actor.optim.lr=fast", "optim.lr='fast' must be a finite number >= 0"),
+        ("data.val_files=null", "data.val_files=None: veRL's V1 trainer builds the validation set"),
+        ("data.val_files=[]", "data.val_files=[]"),
+    ],
+)
+def test_bad_run_fields_are_refused_naming_the_key(override, words, capsys):
+    from luffy.mix_src.config_check import check_luffy_config
+    from luffy.mix_src.main_mix_ppo import preflight
+
+    with pytest.raises(ValueError) as err:
+        check_luffy_config(compose_luffy(override))
+    assert words in str(err.value), str(err.value)
+    with pytest.raises(SystemExit) as exit_info:  # the entry point's own check, before Ray: one line
+        preflight(compose_luffy(override))
+    assert exit_info.value.code == 2
+    assert_one_line_error(capsys.readouterr().err, words)
+
+
+def test_the_run_field_table_accepts_luffys_defaults_and_every_key_exists():
+    from omegaconf import OmegaConf
+
+    from luffy.mix_src.config_check import RUN_FIELDS, check_run_fields
+
+    cfg = compose_luffy()
+    check_run_fields(cfg)
+    missing = [f.key for f in RUN_FIELDS if OmegaConf.select(cfg, f.key, default="<absent>") == "<absent>"]
+    assert missing == []  # a renamed veRL key would silently go unchecked
+
+
+@pytest.mark.parametrize("where", ["the folder", "a folder above it"])
+def test_a_checkpoint_folder_that_is_a_file_is_refused_before_ray(tmp_path, where, capsys):
+    from luffy.mix_src.main_mix_ppo import preflight
+
+    blocker = tmp_path / "ckpt"
+    blocker.write_text("not a folder")
+    folder = blocker if where == "the folder" else blocker / "run1"
+    with pytest.raises(SystemExit) as exit_info:
+        preflight(compose_luffy(f"trainer.default_local_dir={folder}", "trainer.n_gpus_per_node=1"))
+    assert exit_info.value.code == 2
+    what = "is an existing file" if where == "the folder" else f"lies under {blocker}, an existing file"
+    assert_one_line_error(capsys.readouterr().err, f"trainer.default_local_dir={folder}", what)
+
+
+def test_a_truncated_or_missing_data_file_is_one_line_naming_it(tmp_path, capsys):
+    from luffy.mix_src.main_mix_ppo import preflight
+    from luffy.mix_src.preflight import check_data_files, check_training_targets
+
+    rc, out = _prepare_dir(tmp_path, "a.jsonl", [good_row(i) for i in range(6)])
+    assert rc == 0
+    train = out / "train.parquet"
+    size = train.stat().st_size
+    train.write_bytes(train.read_bytes()[: size // 2])
+    cfg = compose_luffy(f"data.train_files={train}", f"data.val_files={train}", "trainer.n_gpus_per_node=1",
+                        f"trainer.default_local_dir={tmp_path / 'ckpt'}")
+    expected = f"data.train_files: {train} is truncated or not a parquet file ({size // 2} bytes"
+    with pytest.raises(ValueError) as err:
+        check_data_files(cfg)
+    assert str(err.value).startswith(expected) and "magic bytes" not in str(err.value)
+    with pytest.raises(ValueError, match=f"{train} is truncated"):
+        check_training_targets(cfg)  # on its own (n_prefix > 0) too
+    with pytest.raises(SystemExit):
+        preflight(cfg)
+    assert_one_line_error(capsys.readouterr().err, expected)
+    assert run_main("data/prepare_sft.py", "--input", train, "--output", tmp_path / "s.parquet") == 2
+    assert_one_line_error(capsys.readouterr().err, f"{train} is truncated")
+    assert _prepare_dir(tmp_path, "a.jsonl", [good_row(i) for i in range(6)])[0] == 0
+    cfg = compose_luffy(f"data.train_files={train}", f"data.val_files={tmp_path / 'nope.parquet'}")
+    with pytest.raises(ValueError, match=r"data.val_files: .*nope.parquet does not exist"):
+        check_data_files(cfg)
+
+
+# ---------------------------------------------------------------------------------------------- (12)
+def test_metrics_lines_without_an_integer_step_are_refused_or_skipped_never_merged(tmp_path, capsys, caplog):
+    from luffy.jsonl import read_step_metrics
+
+    lines = [
+        {"step": 1, "data": {"critic/score/mean": 0.25}},
+        {"step": 1.5, "data": {"critic/score/mean": 0.99}},  # int(1.5) would merge it into step 1
+        {"step": "abc", "data": {"critic/score/mean": 0.5}},
+        {"data": {"critic/score/mean": 0.5}},
+        {"step": True, "data": {"critic/score/mean": 0.5}},
+        {"step": 3, "data": [0.5]},
+        {"step": 2.0, "data": {"critic/score/mean": 0.75, "flag": True}},
+    ]
+    path = tmp_path / "m.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in lines))
+    assert run_main("exp_scripts/plot_metrics.py", path, "--out", tmp_path / "f.png") == 2
+    assert_one_line_error(capsys.readouterr().err, "m.jsonl:2", "'step' is 1.5, not an integer")
+    assert not (tmp_path / "f.png").exists()
+    caplog.set_level(logging.WARNING)
+    assert read_step_metrics([path], skip_bad=True) == {1: {"critic/score/mean": 0.25}, 2: {"critic/score/mean": 0.75}}
+    for line, why in ((3, "'step' is 'abc'"), (4, "no 'step'"), (5, "'step' is True"), (6, "'data' is a list")):
+        assert f"{path}:{line}: {why}" in caplog.text
+    assert "skipped 5 bad metrics line(s)" in caplog.text
+    assert run_main("exp_scripts/plot_metrics.py", path, "--out", tmp_path / "f.png", "--skip_bad") == 0
+    assert "(2 steps" in capsys.readouterr().out and (tmp_path / "f.png").exists()
+
+
+# ---------------------------------------------------------------------------------------------- (13)
+def test_keep_current_rebuilds_when_the_input_bytes_or_the_options_change(tmp_path, capsys):
+    def run(rows, *extra):
+        rc, out = _prepare_dir(tmp_path, "sample.jsonl", rows, "--keep_current", *extra)
+        assert rc == 0
+        return out / "train.parquet", capsys.readouterr().out
+
+    train, said = run([good_row(i) for i in range(4)])
+    first = _problems(train)
+    assert "wrote train" in said
+    mtime = train.stat().st_mtime_ns
+    _, said = run([good_row(i) for i in range(4)])  # the same bytes again
+    assert "is current" in said and train.stat().st_mtime_ns == mtime
+    _, said = run([good_row(i) for i in range(10, 13)])  # another sample under the same name
+    assert "wrote train" in said and _problems(train) != first and len(_problems(train)) == 3
+    _, said = run([good_row(i) for i in range(10, 13)], "--template", "no_system")  # other options
+    assert "wrote train" in said
+    other = tmp_path / "other.jsonl"
+    other.write_text((tmp_path / "sample.jsonl").read_text())  # same bytes, another file: rebuilt too
+    rc = run_main("data/prepare_train.py", "--input", other, "--output_dir", tmp_path / "out", "--no_progress",
+                  "--keep_current", "--template", "no_system")
+    assert rc == 0 and "wrote train" in capsys.readouterr().out
+
+
+def test_tiny_scripts_prepare_through_keep_current():
+    text = (REPO / "exp_scripts/tiny_inputs.sh").read_text()
+    call = [line for line in text.splitlines() if "data/prepare_train.py" in line]
+    assert len(call) == 1 and call[0].rstrip().endswith("--keep_current")
+    assert "train.parquet\" ]]" not in text  # no "kept when it exists" shortcut left
+
+
+@pytest.mark.slow  # runs bash and three interpreters
+def test_tiny_inputs_with_another_sample_into_the_same_dir_rebuilds_the_parquet(tmp_path, tiny_model_dir):
+    def tiny_inputs(sample: Path) -> str:
+        proc = subprocess.run(
+            ["bash", "-c", f'PYTHON={sys.executable}; source exp_scripts/tiny_inputs.sh; '
+             f'tiny_inputs "{tiny_model_dir}" "{tmp_path / "data"}" "{sample}"'],
+            capture_output=True, text=True, env=_env(), cwd=REPO, timeout=300,
+        )
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout
+
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    a.write_text("".join(json.dumps(good_row(i)) + "\n" for i in range(4)))
+    b.write_text("".join(json.dumps(good_row(i)) + "\n" for i in range(20, 22)))
+    tiny_inputs(a)
+    assert len(_problems(tmp_path / "data/train.parquet")) == 4
+    assert "wrote train" in tiny_inputs(b)
+    assert len(_problems(tmp_path / "data/train.parquet")) == 2
+    assert "is current" in tiny_inputs(b)
+
+
+# ---------------------------------------------------------------------------------------------- (14)
+def test_a_shard_damaged_inside_an_intact_zip_index_fails_the_precheck_naming_it(tmp_path):
+    import zipfile
+
+    import torch
+
+    from luffy.mix_src.checkpoint_check import CheckpointError, check_checkpoint_dir
+
+    _save_step(tmp_path, 1)
+    step = _save_step(tmp_path, 2)
+    (tmp_path / "latest_checkpointed_iteration.txt").write_text("2")
+    shard = step / "actor" / "model_world_size_1_rank_0.pt"
+    data = bytearray(shard.read_bytes())
+    at = bytes(data).find(torch.arange(1000.0).numpy().tobytes()) + 2001  # a byte inside the weights
+    data[at] ^= 0x40
+    shard.write_bytes(bytes(data))
+    with zipfile.ZipFile(shard) as zf:  # the planted fault: the index and every offset still agree
+        assert max(i.header_offset + i.compress_size for i in zf.infolist()) <= len(data)
+    assert not torch.equal(torch.load(shard)["w"], torch.arange(1000.0))  # torch loads wrong weights silently
+    with pytest.raises(CheckpointError) as err:
+        check_checkpoint_dir(tmp_path, 1)
+    message = str(err.value)
+    assert f"{shard} is damaged" in message and "CRC" in message and "write 1 into" in message
+    assert check_checkpoint_dir(tmp_path, 1, fallback="newest") == tmp_path / "global_step_1"

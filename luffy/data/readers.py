@@ -2,7 +2,9 @@
 
 Supported inputs:
 
-- a ``.parquet`` file, or a folder of ``*.parquet`` files (read in name order);
+- a ``.parquet`` file, or a folder of ``*.parquet`` files (read in name order; a cell that is not UTF-8
+  makes its row an ``UnreadableRow`` naming the file, the row and the column; a truncated file, or one
+  whose sibling outputs come from another run, is one ``LuffyDataError`` naming it);
 - a ``.jsonl`` file (one JSON object per line; a line that is not UTF-8, not a JSON object or holds
   a lone surrogate becomes an ``UnreadableRow`` carrying the reason, so one bad line does not lose
   the file);
@@ -26,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from luffy.atomic_outputs import check_run_outputs
 from luffy.data.errors import LuffyDataError
 from luffy.jsonl import iter_jsonl, unencodable_text
 
@@ -77,10 +80,41 @@ class RowSource:
     rows: Iterator[dict[str, Any] | UnreadableRow]
 
 
-def _arrow_rows(table: Any, batch_size: int = 2048) -> Iterator[dict[str, Any]]:
+def _batch_rows(batch: Any, where: str, first_row: int) -> list[dict[str, Any] | UnreadableRow]:
+    """A record batch's rows as dicts; a row with a cell that is not UTF-8 becomes an ``UnreadableRow``
+    naming ``where`` (the file), its row there and the column (the batch's other rows are kept)."""
+    try:
+        return batch.to_pylist()
+    except UnicodeDecodeError:
+        pass
+    rows: list[dict[str, Any] | UnreadableRow] = []
+    for i in range(batch.num_rows):
+        one = batch.slice(i, 1)
+        try:
+            rows.append(one.to_pylist()[0])
+        except UnicodeDecodeError as err:
+            column = next((name for name, col in zip(one.schema.names, one.columns) if not _decodes(col)), "?")
+            rows.append(UnreadableRow(
+                f"row {first_row + i} of {where}: column {column!r} is not valid UTF-8 ({err.reason}, "
+                f"byte 0x{err.object[err.start]:02x})"
+            ))
+    return rows
+
+
+def _decodes(column: Any) -> bool:
+    try:
+        column.to_pylist()
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _arrow_rows(table: Any, where: str, batch_size: int = 2048) -> Iterator[dict[str, Any] | UnreadableRow]:
     """Rows of a pyarrow table, converted to python objects one batch at a time."""
+    first = 0
     for batch in table.to_batches(max_chunksize=batch_size):
-        yield from batch.to_pylist()
+        yield from _batch_rows(batch, where, first)
+        first += batch.num_rows
 
 
 def _jsonl_rows(path: Path) -> Iterator[dict[str, Any] | UnreadableRow]:
@@ -117,28 +151,40 @@ def _json_rows(path: Path) -> RowSource:
     return RowSource(f"JSON file {path}", len(rows), iter(rows))
 
 
-def _open_parquet(path: Path) -> Any:
-    """``pq.ParquetFile(path)``, or one ``LuffyDataError`` line naming the file (empty, truncated, not parquet)."""
+def open_parquet(path: str | Path) -> Any:
+    """``pq.ParquetFile(path)`` of a whole file from one run, or one ``LuffyDataError`` line naming it.
+
+    Refused: a missing, empty, truncated or non-parquet file, and a file whose sibling outputs from the
+    same run now come from another run (:func:`luffy.atomic_outputs.check_run_outputs`).
+    """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    path = Path(path)
+    if not path.is_file():
+        raise LuffyDataError(f"{path} does not exist" if not path.exists() else f"{path} is not a file")
     try:
-        return pq.ParquetFile(path)
+        handle = pq.ParquetFile(path)
     except (pa.ArrowException, OSError) as err:
-        size = path.stat().st_size if path.exists() else 0
-        what = "an empty file (0 bytes)" if size == 0 else f"not a readable parquet file ({err})"
+        size = path.stat().st_size
+        what = "an empty file (0 bytes)" if size == 0 else f"not a readable parquet file ({size} bytes; {err})"
+        if "magic bytes" in str(err) and size:
+            what = f"truncated or not a parquet file ({size} bytes, no parquet footer at its end)"
         raise LuffyDataError(f"{path} is {what}") from None
+    check_run_outputs(path, handle.schema_arrow)
+    return handle
 
 
 def _parquet_source(paths: list[Path], description: str) -> RowSource:
-    files = [_open_parquet(p) for p in paths]
+    files = [open_parquet(p) for p in paths]
     total = sum(f.metadata.num_rows for f in files)
 
-    def rows() -> Iterator[dict[str, Any]]:
-        for f in files:
-            columns = _used(f.schema_arrow.names)
+    def rows() -> Iterator[dict[str, Any] | UnreadableRow]:
+        for path, f in zip(paths, files):
+            columns, first = _used(f.schema_arrow.names), 0
             for batch in f.iter_batches(batch_size=2048, columns=columns):
-                yield from batch.to_pylist()
+                yield from _batch_rows(batch, str(path), first)
+                first += batch.num_rows
 
     return RowSource(description, total, rows())
 
@@ -151,7 +197,7 @@ def _dataset_source(dataset: Any, description: str) -> RowSource:
         dataset = dataset["train"]
     table = dataset.with_format("arrow")[:]
     table = table.select(_used(table.column_names))
-    return RowSource(description, len(dataset), _arrow_rows(table))
+    return RowSource(description, len(dataset), _arrow_rows(table, description))
 
 
 def _hub_source(name: str) -> RowSource:

@@ -3,7 +3,9 @@
 veRL's ``resume_mode=auto`` reads ``<trainer.default_local_dir>/latest_checkpointed_iteration.txt``
 and loads ``global_step_<N>/``. When that folder is gone it silently trains from step 1; an empty
 tracker fails with ``int()``'s ``ValueError``; a truncated shard fails minutes later inside a worker
-without the file's name. :func:`check_resume_checkpoint` finds all of these first and raises a
+without the file's name, and a shard with damaged bytes inside an intact zip index loads wrong weights or
+fails there too. Every shard's entries are read back against their stored CRC-32 (this reads the whole
+checkpoint once, as the resume itself does). :func:`check_resume_checkpoint` finds all of these first and raises a
 :class:`CheckpointError` naming the file and the fix, or, with ``trainer.resume_fallback=newest``,
 picks the newest complete ``global_step_<N>`` and says so in the log.
 
@@ -18,7 +20,9 @@ import logging
 import os
 import re
 import zipfile
+import zlib
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +33,7 @@ STEP_DIR = re.compile(r"^global_step_(\d+)$")
 #: ``checkpoint.load_contents`` entry -> shard file prefix written by veRL's FSDP checkpoint manager.
 SHARD_KINDS = {"model": "model", "optimizer": "optim", "extra": "extra_state"}
 FALLBACKS = ("error", "newest")
+CRC_CHUNK = 1 << 24
 
 
 class CheckpointError(ValueError):
@@ -36,7 +41,12 @@ class CheckpointError(ValueError):
 
 
 def _shard_problem(path: Path) -> str | None:
-    """Why ``path`` is not a loadable ``torch.save`` file, or None. Reads only the zip directory."""
+    """Why ``path`` is not a loadable ``torch.save`` file, or None.
+
+    Reads the zip directory (a truncated file), then every entry's bytes against the CRC-32 the writer
+    stored for it (a byte damaged inside an intact index: ``torch.load`` does not check, so it would load
+    wrong weights or fail later in a worker). An entry stored without a CRC (0) cannot be checked.
+    """
     if not path.is_file():
         return f"{path} is missing"
     size = path.stat().st_size
@@ -47,11 +57,20 @@ def _shard_problem(path: Path) -> str | None:
             return None
     try:
         with zipfile.ZipFile(path) as zf:
-            end = max((i.header_offset + i.compress_size for i in zf.infolist()), default=0)
-    except (zipfile.BadZipFile, OSError) as err:
+            entries = zf.infolist()
+            end = max((i.header_offset + i.compress_size for i in entries), default=0)
+            if end > size:
+                return f"{path} is truncated ({size} bytes, its index needs {end})"
+            for info in entries:
+                if info.CRC == 0 and info.file_size:
+                    continue
+                with zf.open(info) as entry:
+                    while entry.read(CRC_CHUNK):
+                        pass
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as err:
+        if "CRC" in str(err):
+            return f"{path} is damaged: {err} (its bytes changed after it was written; {size} bytes)"
         return f"{path} is truncated or not a torch checkpoint ({size} bytes; {err})"
-    if end > size:
-        return f"{path} is truncated ({size} bytes, its index needs {end})"
     return None
 
 
@@ -71,7 +90,8 @@ def step_problems(step_dir: Path, world_size: int, contents: Sequence[str]) -> l
             other = f" (found {found[0]}: written by another number of ranks)" if found else ""
             problems.append(f"{actor} has no {kind}_world_size_{world_size}_rank_*.pt{other}")
             continue
-        problems += [p for p in map(_shard_problem, expected) if p]
+        with ThreadPoolExecutor(max_workers=min(len(expected), os.cpu_count() or 1, 8)) as pool:
+            problems += [p for p in pool.map(_shard_problem, expected) if p]  # zlib's CRC-32 frees the GIL
     data = _shard_problem(step_dir / "data.pt")
     if data:
         problems.append(data + " (the data loader's position)")

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
+
+from omegaconf import OmegaConf
 
 from luffy.mix_src.core_algos import luffy_loss_agg_mode
 from luffy.mix_src.prefix import check_prefix_strategy
@@ -205,6 +208,102 @@ def check_types_and_ranges(config: Any) -> None:
             )
 
 
+@dataclass(frozen=True)
+class Field:
+    """A veRL key LUFFY's run reads as a number: its type, its bounds and whether null means "unset"."""
+
+    key: str
+    kind: type  # int or float (an int is accepted where a float belongs)
+    low: float
+    high: float | None = None
+    nullable: bool = False
+    low_open: bool = False  # low itself is refused
+    note: str = ""
+
+    def problem(self, value: Any) -> str | None:
+        """Why ``value`` does not fit, or None."""
+        if value is None and self.nullable:
+            return None
+        is_int = isinstance(value, int) and not isinstance(value, bool)
+        if self.kind is int and not is_int or self.kind is float and not _is_number(value):
+            return f"must be {'an integer' if self.kind is int else 'a finite number'}{self._range()}"
+        if value < self.low or (self.low_open and value == self.low) or (self.high is not None and value > self.high):
+            return f"is out of range: it must be {self._range().strip()}"
+        return None
+
+    def _range(self) -> str:
+        low = f" > {self.low:g}" if self.low_open else f" >= {self.low:g}"
+        text = f" in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}]" if self.high is not None else low
+        return text + (" or null" if self.nullable else "") + (f" ({self.note})" if self.note else "")
+
+
+#: veRL keys whose value LUFFY's run computes with before or soon after Ray starts. A string, a fraction
+#: where an integer belongs, or a zero or negative batch size is refused here, naming the key, instead of
+#: ending in a TypeError or in veRL's own traceback later.
+RUN_FIELDS = (
+    Field("data.max_prompt_length", int, 1),
+    Field("data.max_response_length", int, 1),
+    Field("data.train_batch_size", int, 1),
+    Field("data.val_batch_size", int, 1, nullable=True),
+    Field("data.gen_batch_size", int, 1, nullable=True),
+    Field("actor_rollout_ref.actor.ppo_mini_batch_size", int, 1),
+    Field("actor_rollout_ref.actor.ppo_micro_batch_size", int, 1, nullable=True),
+    Field("actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu", int, 1, nullable=True),
+    Field("actor_rollout_ref.actor.ppo_max_token_len_per_gpu", int, 1),
+    Field("actor_rollout_ref.actor.ppo_epochs", int, 1),
+    Field("actor_rollout_ref.rollout.log_prob_micro_batch_size", int, 1, nullable=True),
+    Field("actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu", int, 1, nullable=True),
+    Field("actor_rollout_ref.ref.log_prob_micro_batch_size", int, 1, nullable=True),
+    Field("actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu", int, 1, nullable=True),
+    Field("actor_rollout_ref.rollout.val_kwargs.n", int, 1),
+    Field("trainer.total_epochs", int, 1),
+    Field("trainer.total_training_steps", int, 1, nullable=True),
+    Field("trainer.nnodes", int, 1),
+    Field("trainer.n_gpus_per_node", int, 1),
+    Field("trainer.save_freq", int, -1, note="-1 = never"),
+    Field("trainer.test_freq", int, -1, note="-1 = never"),
+    Field("actor_rollout_ref.actor.optim.lr", float, 0.0),
+    Field("actor_rollout_ref.actor.clip_ratio", float, 0.0, low_open=True),
+    Field("actor_rollout_ref.rollout.temperature", float, 0.0),
+    Field("actor_rollout_ref.rollout.top_p", float, 0.0, 1.0, low_open=True),
+)
+_ABSENT = object()
+
+
+def check_run_fields(config: Any, fields: tuple[Field, ...] = RUN_FIELDS) -> None:
+    """Type and range of each of ``fields`` present in ``config`` (a key this veRL lacks is skipped).
+
+    Raises:
+        ValueError: ``<key>=<value> must be ...``, for the first field that does not fit.
+    """
+    for spec in fields:
+        try:
+            value = OmegaConf.select(config, spec.key, default=_ABSENT)
+        except Exception as err:  # noqa: BLE001 - an interpolation that cannot resolve
+            raise ValueError(f"{spec.key} cannot be read ({type(err).__name__}: {str(err).splitlines()[0]})") from None
+        if value is _ABSENT:
+            continue
+        problem = spec.problem(value)
+        if problem:
+            raise ValueError(f"{spec.key}={value!r} {problem}")
+
+
+def check_validation_files(config: Any) -> None:
+    """``data.val_files`` must name something: veRL's V1 trainer builds the validation set at start.
+
+    Raises:
+        ValueError: naming the key and what to set.
+    """
+    files = OmegaConf.select(config, "data.val_files", default=None)
+    listed = [files] if isinstance(files, str) else list(files or [])
+    if not [f for f in listed if str(f).strip()]:
+        raise ValueError(
+            f"data.val_files={files!r}: veRL's V1 trainer builds the validation set when it starts, even with "
+            "trainer.val_before_train=false and trainer.test_freq=-1; point it at an evaluation parquet "
+            "(data/prepare_eval.py) or at the training file"
+        )
+
+
 def check_luffy_config(config: Any) -> None:
     """Validate every LUFFY key and the veRL settings LUFFY depends on, before anything starts.
 
@@ -214,6 +313,8 @@ def check_luffy_config(config: Any) -> None:
     Raises:
         ValueError: naming the first bad key, the rule it broke and how to fix it.
     """
+    check_run_fields(config)
+    check_validation_files(config)
     check_types_and_ranges(config)
     arr = config.actor_rollout_ref
     check_rollout_keys(arr.rollout)

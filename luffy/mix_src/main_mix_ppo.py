@@ -38,7 +38,9 @@ def preflight(config: DictConfig) -> None:
     except ValueError as err:
         _refuse("invalid LUFFY run", err)
     try:
+        run_inputs.check_output_folders(config)
         check_resume_checkpoint(config)
+        run_inputs.check_data_files(config)
         run_inputs.preflight(config)
     except ValueError as err:
         _refuse("LUFFY cannot start", err)

@@ -10,6 +10,8 @@
   and message, as ``LuffyRLHFDataset`` at load time, on that column only);
 - ``rollout.name=vllm`` on the CPU platform needs vLLM's CPU build and a head size of 32 or more
   (:func:`luffy.cpu.vllm_support.check_vllm_rollout_on_cpu`);
+- :func:`check_output_folders` and :func:`check_data_files` (``main_mix_ppo`` runs them first):
+  ``trainer.default_local_dir`` is not a file; every data file exists and is a whole parquet from one run;
 - without the ``flash_attn`` package the actor uses ``sdpa`` instead of veRL's default
   ``flash_attention_2`` (one log line says so).
 """
@@ -17,7 +19,6 @@
 from __future__ import annotations
 
 import importlib.util
-import json
 import netrc
 import os
 from pathlib import Path
@@ -27,15 +28,19 @@ from urllib.parse import urlparse
 from omegaconf import OmegaConf, open_dict
 
 from luffy.cpu.vllm_support import check_vllm_rollout_on_cpu
+from luffy.model_folder import read_model_config
 
 ROPE_SCALED_TYPES = ("linear", "dynamic", "yarn", "longrope", "llama3")
 WANDB_OFFLINE_MODES = ("offline", "disabled", "dryrun")
 
 
 def _model_config(path: str, trust_remote_code: bool) -> dict[str, Any]:
-    config_file = Path(path) / "config.json"
-    if config_file.is_file():
-        return json.loads(config_file.read_text())
+    try:
+        model = read_model_config(path)  # a damaged config.json: one line naming the file
+    except ValueError as err:
+        raise ValueError(f"actor_rollout_ref.model.path={path}: {err}") from None
+    if model is not None:
+        return model
     try:
         from transformers import AutoConfig
 
@@ -55,10 +60,12 @@ def model_context(model: dict[str, Any]) -> int | None:
     from ``original_max_position_embeddings`` when the config gives it.
     """
     text = model.get("text_config") or model
+    text = text if isinstance(text, dict) else model
     max_pos = text.get("max_position_embeddings")
-    if not isinstance(max_pos, int):
+    if not isinstance(max_pos, int) or isinstance(max_pos, bool):
         return None
     rope = text.get("rope_scaling") or text.get("rope_parameters") or {}
+    rope = rope if isinstance(rope, dict) else {}
     kind = rope.get("rope_type", rope.get("type"))
     factor = rope.get("factor")
     if kind in ROPE_SCALED_TYPES and isinstance(factor, int | float) and factor > 1:
@@ -141,6 +148,7 @@ def check_training_targets(config: Any) -> None:
         return
     import pyarrow.parquet as pq
 
+    from luffy.data.readers import open_parquet
     from luffy.mix_src.dataset import bad_targets_message, find_bad_targets
 
     key = config.data.get("target_key", "target")
@@ -149,7 +157,7 @@ def check_training_targets(config: Any) -> None:
             raise ValueError(f"data.train_files: {path} does not exist (data/prepare_train.py writes it)")
         if not (os.path.isfile(path) and path.endswith(".parquet")):
             continue  # a folder or another format: the dataset checks it at load time
-        names = pq.read_schema(path).names
+        names = open_parquet(path).schema_arrow.names  # a truncated file: one line naming it
         if key not in names:
             raise ValueError(
                 f"{path} has no '{key}' column (columns: {', '.join(names)}), but "
@@ -160,6 +168,47 @@ def check_training_targets(config: Any) -> None:
         bad = find_bad_targets(pq.read_table(path, columns=[key]), key)
         if bad and config.data.get("target_validation", "error") == "error":
             raise ValueError(bad_targets_message(path, bad))
+
+
+def check_data_files(config: Any) -> None:
+    """Every local file in ``data.train_files`` and ``data.val_files`` exists; a parquet one is whole (its
+    footer reads) and, when a LUFFY script wrote it, from the same run as its siblings (``val.parquet``
+    beside ``train.parquet``: :func:`luffy.atomic_outputs.check_run_outputs`). Reads footers only.
+
+    Raises:
+        ValueError: naming the key, the file and what is wrong with it.
+    """
+    from luffy.data.readers import open_parquet
+
+    for key, writer in (("data.train_files", "data/prepare_train.py"), ("data.val_files", "data/prepare_eval.py")):
+        for path in _files(OmegaConf.select(config, key, default=None)):
+            if "://" in path:
+                continue  # hdfs:// and the like: veRL copies it in
+            if not os.path.exists(path):
+                raise ValueError(f"{key}: {path} does not exist ({writer} writes it)")
+            if os.path.isfile(path) and path.endswith(".parquet"):
+                try:
+                    open_parquet(path)
+                except ValueError as err:
+                    raise ValueError(f"{key}: {err}") from None
+
+
+def check_output_folders(config: Any) -> None:
+    """``trainer.default_local_dir`` (and the rollout/validation dump folders when set) must be folders or
+    creatable as folders: neither the path nor any folder above it may be an existing file.
+
+    Raises:
+        ValueError: naming the key and the file in the way.
+    """
+    for key in ("trainer.default_local_dir", "trainer.rollout_data_dir", "trainer.validation_data_dir"):
+        value = OmegaConf.select(config, key, default=None)
+        if value is None or "://" in str(value):
+            continue
+        path = Path(os.path.abspath(str(value)))
+        for folder in (path, *path.parents):
+            if folder.exists() and not folder.is_dir():
+                what = "is an existing file" if folder == path else f"lies under {folder}, an existing file"
+                raise ValueError(f"{key}={value}: {what}, not a folder; choose a folder path")
 
 
 def choose_attention(config: Any) -> str:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 DATA_SOURCE = "toy_addition"
 MAX_K = 3
@@ -103,9 +104,8 @@ def prompt_messages(problem: Problem) -> list[dict[str, str]]:
     return build_prompt(problem.question, template="no_system")
 
 
-def write_parquet(problems: list[Problem], path: str | Path, split: str) -> Path:
-    """Rows in the training schema (prompt, ground truth, the trace as ``target``) at ``path``."""
-    from luffy.data.pipeline import write_parquet as _write
+def problems_table(problems: list[Problem], split: str) -> Any:
+    """Rows in the training schema (prompt, ground truth, the trace as ``target``) as a pyarrow table."""
     from luffy.data.schema import make_row, rows_to_table
 
     rows = [
@@ -119,5 +119,12 @@ def write_parquet(problems: list[Problem], path: str | Path, split: str) -> Path
         )
         for i, p in enumerate(problems)
     ]
-    _write(rows_to_table(rows), path)
+    return rows_to_table(rows)
+
+
+def write_parquet(problems: list[Problem], path: str | Path, split: str) -> Path:
+    """:func:`problems_table` written at ``path`` (through a temporary file)."""
+    from luffy.data.pipeline import write_parquet as _write
+
+    _write(problems_table(problems, split), path)
     return Path(path)
