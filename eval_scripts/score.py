@@ -76,14 +76,15 @@ def normalize_line(row: Any, where: str) -> dict[str, Any]:
 def score_line(row: dict[str, Any]) -> dict[str, Any]:
     """Add ``extracted`` and ``correct`` to a normalised line.
 
-    An answer whose check ran past the verifier's deadline counts as wrong; the line's location
-    (``_where``) is logged and ``timeouts`` records how many of its answers it was.
+    An answer whose check ran past the verifier's deadline (or whose ground truth already had) counts
+    as wrong; the line's location (``_where``) is logged and ``timeouts`` records how many of its
+    answers it was.
     """
     extra = {key: row[key] for key in ("multiple_choice", "n_choices", "choices") if row.get(key) is not None}
     stats = get_verifier().stats
-    before = stats["timeouts"]
+    before = stats["deadline_misses"]
     scores = score_responses(row["data_source"], row["responses"], row["answer"], extra or None)
-    row["timeouts"] = stats["timeouts"] - before
+    row["timeouts"] = stats["deadline_misses"] - before
     if row["timeouts"]:
         logger.warning("%s: %d answer(s) past the verification deadline, counted wrong", row.get("_where"),
                        row["timeouts"])
