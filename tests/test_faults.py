@@ -809,14 +809,16 @@ def test_generation_settings_are_checked_and_compared_key_by_key(tmp_path, capsy
     from luffy.evaluation.result_store import SettingsError, check_settings
     from luffy.evaluation.results import SETTING_KEYS, ResultsFileError, resume_plan
 
-    for key, value, words in [("temperature", math.nan, "--temperature nan: must be a finite number"),
-                              ("temperature", math.inf, "--temperature inf"), ("top_p", 0.0, "--top_p 0.0"),
-                              ("temperature", -1.0, ">= 0"), ("whatever", -math.inf, "--whatever -inf")]:
+    for key, value, words in [("temperature", math.nan, "--temperature must be a finite number, got nan"),
+                              ("temperature", math.inf, "--temperature must be a finite number, got inf"),
+                              ("top_p", 0.0, r"--top_p must be in \(0, 1\], got 0.0"),
+                              ("temperature", -1.0, ">= 0"), ("whatever", -math.inf, "--whatever .*got -inf")]:
         with pytest.raises(SettingsError, match=words):
             check_settings({"n": 1, key: value})
     inp, out = _problems(tmp_path / "in.jsonl"), tmp_path / "out.jsonl"
-    for flag, value, words in [("--temperature", "nan", "--temperature nan"), ("--top_p", "inf", "--top_p inf"),
-                               ("--temperature", "-0.5", "--temperature -0.5")]:
+    for flag, value, words in [("--temperature", "nan", "--temperature must be a finite number, got nan"),
+                               ("--top_p", "inf", "--top_p must be a finite number, got inf"),
+                               ("--temperature", "-0.5", "--temperature must be >= 0 (0 is greedy), got -0.5")]:
         assert _generate("--model_path", tmp_path / "no-model", "--input_file", inp, "--output_file", out,
                          flag, value) == 2
         assert_one_line_error(capsys.readouterr().err, words)

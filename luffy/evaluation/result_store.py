@@ -55,10 +55,10 @@ def check_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
         if value is None or isinstance(value, (bool, str)):
             continue
         if isinstance(value, float) and not math.isfinite(value):
-            raise SettingsError(f"--{key} {value}: must be a finite number")
+            raise SettingsError(f"--{key} must be a finite number, got {value}")
         rule = _RANGES.get(key)
         if rule is not None and isinstance(value, (int, float)) and not rule[0](value):
-            raise SettingsError(f"--{key} {value}: must be {rule[1]}")
+            raise SettingsError(f"--{key} must be {rule[1]}, got {value}")
     return dict(settings)
 
 
