@@ -68,7 +68,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--engine", default="auto", choices=("auto", "vllm", "hf"), help="auto: vLLM when installed")
     p.add_argument("--batch_size", type=int, default=256, help="problems per engine call (written after each)")
     p.add_argument("--summary_out", default=None, help="summary JSON (default: OUTPUT.summary.json; CSV beside it)")
-    p.add_argument("--overwrite", action="store_true", help="discard results already in --output_file")
+    p.add_argument("--overwrite", action="store_true", help="replace --output_file's results once a new one is written")
     p.add_argument(
         "--save_token_ids",
         action="store_true",

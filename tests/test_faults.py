@@ -847,6 +847,8 @@ def test_generation_refuses_an_empty_input_and_outputs_that_clash(tmp_path, caps
     capsys.readouterr()
     assert _generate("--model_path", tmp_path, "--input_file", inp, "--output_file", inp) == 2
     assert_one_line_error(capsys.readouterr().err, "the input", "is also the results file")
+    assert _generate("--model_path", tmp_path, "--input_file", inp, "--output_file", out, "--summary_out", inp) == 2
+    assert_one_line_error(capsys.readouterr().err, "in.jsonl would be written over the input")
     assert inp.read_text().count("\n") == 2 and not out.exists()
 
 

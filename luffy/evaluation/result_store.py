@@ -104,7 +104,7 @@ class ResultStore:
         settings: what the results depend on (checked by :func:`check_settings`, stored per line).
         overwrite: replace the old results once this run writes its first one.
         inputs: files this run reads; none may be ``path``.
-        other_outputs: other files this run writes (summaries); none may be ``path`` or its lock.
+        other_outputs: other files this run writes (summaries); none may be ``path``, its lock or an input.
 
     Raises:
         SettingsError: a bad setting. ResultsFileError: a path clash, or another run holds the lock.
@@ -124,7 +124,8 @@ class ResultStore:
         self.overwrite = overwrite
         if self.path.is_dir():
             raise ResultsFileError(f"--output_file {self.path} is a folder; give the results file to write")
-        for other in map(Path, inputs):
+        inputs = [Path(p) for p in inputs]
+        for other in inputs:
             if _same_file(other, self.path):
                 raise ResultsFileError(f"the input {other} is also the results file; choose another --output_file")
         for other in map(Path, other_outputs):
@@ -132,6 +133,8 @@ class ResultStore:
                 raise ResultsFileError(
                     f"{other} would be written over the results file {self.path}; choose another --summary_out"
                 )
+            if any(_same_file(other, source) for source in inputs):
+                raise ResultsFileError(f"{other} would be written over the input; choose another --summary_out")
         self._lock_fd: int | None = None
         self._writer: ResultWriter | None = None
         self._written = 0
