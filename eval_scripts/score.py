@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from luffy.cli import add_debug_flag, user_errors_exit
 from luffy.data.errors import LuffyDataError
+from luffy.evaluation.result_store import unique_records
 from luffy.evaluation.summary import format_table, summarize, write_summary
 from luffy.jsonl import iter_jsonl
 from luffy.scoring import get_verifier, score_responses
@@ -123,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
             if not path.is_file():
                 raise BadLineError(f"results file not found: {path}")
             file_rows, file_bad = read_lines(path, args.skip_bad)
-            rows += file_rows
+            rows += unique_records(file_rows, path)  # a problem id twice in one file counts once
             bad += file_bad
     except BadLineError as exc:
         raise BadLineError(f"{exc} (use --skip_bad to skip bad lines)") from None

@@ -890,6 +890,9 @@ def test_a_duplicated_result_line_is_counted_once(tmp_path, capsys, caplog):
     png = tmp_path / "p.png"
     assert run_main("eval_scripts/plot_results.py", out, "--out", png) == 0  # the same reader: counted once too
     capsys.readouterr()
+    assert run_main("eval_scripts/score.py", out, "--no_progress", "--summary_out", summary) == 0
+    assert "lines scored: 3;" in capsys.readouterr().out
+    assert json.loads(summary.read_text())["all"]["n_responses"] == 3
 
 
 def test_a_second_run_on_the_same_output_is_refused_by_the_lock(tmp_path, capsys):
