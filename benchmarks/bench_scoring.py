@@ -153,10 +153,10 @@ def pathological(cases: list[tuple[str, str, str]]) -> None:
     mixed = [(k, r, golds[i % len(golds)] if i % 100 == 0 else g) for i, (k, r, g) in enumerate(cases)]
     verifier = mvb.get_verifier()
     verifier._cache.clear()
-    timeouts, refused = verifier.stats["timeouts"], verifier.stats["refused"]
+    timeouts, refused = verifier.stats["timeouts"], verifier.stats["slow_gold"]
     wall, _, _ = timed(lambda: [is_correct("math", r, g) for _, r, g in mixed])
     print(f"realistic mix, 1% pathological ground truths: {len(mixed) / wall:.0f} answers/s, "
-          f"{verifier.stats['timeouts'] - timeouts} deadline(s) paid, {verifier.stats['refused'] - refused} "
+          f"{verifier.stats['timeouts'] - timeouts} deadline(s) paid, {verifier.stats['slow_gold'] - refused} "
           "answer(s) refused at once (a ground truth that ran out of time is not waited on again)")
 
 

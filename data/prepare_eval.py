@@ -27,6 +27,7 @@ from pathlib import Path
 
 from luffy.atomic_outputs import RunOutputs
 from luffy.cli import add_debug_flag, user_errors_exit
+from luffy.data.duplicates import warn_duplicates
 from luffy.data.errors import LuffyDataError
 from luffy.data.eval_rows import BENCHMARK_NAMES, EVAL_SCHEMA, eval_problem, eval_rows
 from luffy.data.readers import UnreadableRow, open_rows
@@ -53,23 +54,30 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
-    problems, skipped = [], 0
+    problems, skipped, labels = [], 0, []
     out = Path(args.output)
     if out.is_dir():
         raise LuffyDataError(f"--output {out} is a folder; give the parquet file to write")
     for source in args.input:
         rows = open_rows(source)
+        row_no = -1
         for row_no, row in enumerate(rows.rows):
             try:
                 if isinstance(row, UnreadableRow):
                     raise LuffyDataError(row.reason)
                 problems.append(eval_problem(row_no, row, args.data_source, args.template))
+                labels.append(f"{source} row {row_no}")
             except LuffyDataError as err:
                 skipped += 1
                 logger.warning("skipped row %d of %s: %s", row_no, source, err)
+        if row_no < 0:
+            raise LuffyDataError(f"{source} holds no rows (an empty file?)")
+    warn_duplicates(
+        ", ".join(args.input), ((n, (p.data_source, p.prompt[-1]["content"]), None) for n, p in zip(labels, problems))
+    )
     rows_out = eval_rows(problems, args.copies, BENCHMARK_NAMES if args.benchmark_names else None)
     if not rows_out:
-        raise LuffyDataError("no usable evaluation rows")
+        raise LuffyDataError(f"no usable evaluation rows in {', '.join(args.input)} ({skipped} skipped, see above)")
     run = RunOutputs("prepare_eval.py", args.input, {k: v for k, v in sorted(vars(args).items()) if k != "debug"})
     run.table(out, rows_to_table(rows_out, EVAL_SCHEMA), "--output")
     run.commit()

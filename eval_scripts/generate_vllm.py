@@ -30,7 +30,8 @@ from tqdm import tqdm
 from luffy.cli import add_debug_flag, user_errors_exit
 from luffy.evaluation.data import EvalProblem, load_problems
 from luffy.evaluation.engines import Sample, SamplingConfig, make_engine, render_prompt
-from luffy.evaluation.results import SETTING_KEYS, ResultWriter, problem_hash, read_results, resume_plan
+from luffy.evaluation.result_store import ResultStore
+from luffy.evaluation.results import SETTING_KEYS, problem_hash
 from luffy.evaluation.summary import format_table, summarize, write_summary
 from luffy.prompts import TEMPLATES
 from luffy.scoring import score_responses
@@ -67,7 +68,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--engine", default="auto", choices=("auto", "vllm", "hf"), help="auto: vLLM when installed")
     p.add_argument("--batch_size", type=int, default=256, help="problems per engine call (written after each)")
     p.add_argument("--summary_out", default=None, help="summary JSON (default: OUTPUT.summary.json; CSV beside it)")
-    p.add_argument("--overwrite", action="store_true", help="discard results already in --output_file")
+    p.add_argument("--overwrite", action="store_true", help="replace --output_file's results once a new one is written")
     p.add_argument(
         "--save_token_ids",
         action="store_true",
@@ -130,13 +131,27 @@ def summary_paths(output_file: Path, summary_out: str | None) -> tuple[Path, Pat
 def run(args: argparse.Namespace) -> int:
     """Generate for every unfinished problem, then summarise the output file."""
     output = Path(args.output_file)
+    json_path, csv_path = summary_paths(output, args.summary_out)
+    # Settings, the lock, overwriting and counting each problem once: luffy/evaluation/result_store.py
+    store = ResultStore(output, run_settings(args), args.overwrite, [args.input_file], [json_path, csv_path])
     sampling = SamplingConfig(args.n, args.temperature, args.top_p, args.max_tokens, args.seed)
     problems = load_problems(args.input_file, args.data_sources, args.limit, args.limit_per_source)
-    if args.overwrite and output.exists():
-        logger.info("--overwrite: discarding %s", output)
-        output.unlink()
+    with store:
+        return _run_locked(args, store, sampling, problems, json_path, csv_path)
+
+
+def _run_locked(
+    args: argparse.Namespace,
+    store: ResultStore,
+    sampling: SamplingConfig,
+    problems: list[EvalProblem],
+    json_path: Path,
+    csv_path: Path,
+) -> int:
+    """Generate what ``store`` lacks and summarise, holding the store's lock."""
+    output = store.path
     hashes = {p.uid: problem_hash(p.data_source, p.question, p.answer) for p in problems}
-    done = resume_plan(output, read_results(output, repair_torn_tail=True), run_settings(args), hashes)
+    done = store.resume(hashes)
     todo = [p for p in problems if p.uid not in done]
     logger.info(
         "%d problems selected, %d already in %s, %d to generate",
@@ -156,7 +171,7 @@ def run(args: argparse.Namespace) -> int:
             args.kv_cache_gb,
         )
         bar = tqdm(total=len(todo), desc="problems", disable=args.no_progress, file=sys.stderr)
-        with ResultWriter(output) as writer:
+        with store.writing() as writer:
             for start in range(0, len(todo), args.batch_size):
                 batch = todo[start : start + args.batch_size]
                 prompts = [
@@ -175,9 +190,7 @@ def run(args: argparse.Namespace) -> int:
                         writer.write(build_record(problem, prompt, samples, args))
                         bar.update(1)
         bar.close()
-    records = [r for r in read_results(output) if hashes.get(r.get("id")) == r.get("problem_hash")]
-    summary = summarize(records)
-    json_path, csv_path = summary_paths(output, args.summary_out)
+    summary = summarize(store.records(hashes))
     write_summary(summary, json_path, csv_path)
     print(format_table(summary))
     print(f"\nresults: {output}\nsummary: {json_path} and {csv_path}")

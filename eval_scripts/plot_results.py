@@ -20,8 +20,11 @@ from typing import Any
 
 import _bootstrap  # noqa: F401
 
+from luffy.cli import add_debug_flag, user_errors_exit
+from luffy.data.errors import LuffyDataError
+from luffy.evaluation.result_store import unique_records
 from luffy.evaluation.results import read_results
-from luffy.evaluation.summary import ALL, summarize
+from luffy.evaluation.summary import ALL, scored_record, summarize
 
 logger = logging.getLogger("plot_results")
 
@@ -34,17 +37,39 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--metric", default="avg@n", help="metric to plot (avg@n, pass@1, maj@n, pass@K, ...)")
     p.add_argument("--out", default="figures/results.png", help="output PNG path")
     p.add_argument("--title", default=None)
+    add_debug_flag(p)
     return p.parse_args(argv)
 
 
 def load_summary(path: Path) -> dict[str, dict[str, Any]]:
-    """A summary dict from a summary JSON or a scored results jsonl."""
+    """A summary dict from a summary JSON or a scored results jsonl (each problem counted once).
+
+    Raises:
+        LuffyDataError: a damaged file, naming it (and the line of a bad results record).
+    """
+    if not path.is_file():
+        raise LuffyDataError(f"input not found: {path}")
     if path.suffix == ".jsonl":
-        return summarize(read_results(path))
-    data = json.loads(path.read_text(encoding="utf-8"))
+        records = [scored_record(r, f"{path}:{n}") for n, r in read_results(path, line_numbers=True)]
+        return summarize(unique_records(records, path))
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as err:  # JSONDecodeError and UnicodeDecodeError
+        raise LuffyDataError(f"{path} is not a readable summary JSON ({err})") from None
     if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
-        raise ValueError(f"{path}: expected a summary JSON mapping data_source -> metrics")
+        raise LuffyDataError(f"{path}: expected a summary JSON mapping data_source -> metrics")
     return data
+
+
+def check_metric(summaries: list[dict[str, dict[str, Any]]], paths: list[Path], metric: str) -> None:
+    """The metric must be in some input, and a number wherever it is."""
+    if not any(metric in m for s in summaries for m in s.values()):
+        raise LuffyDataError(f"metric {metric!r} is in none of the inputs")
+    for summary, path in zip(summaries, paths):
+        for ds, metrics in summary.items():
+            value = metrics.get(metric)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+                raise LuffyDataError(f"{path}: {ds}.{metric} is {value!r}, not a number")
 
 
 def plot(
@@ -80,6 +105,7 @@ def plot(
     return out
 
 
+@user_errors_exit
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -87,20 +113,9 @@ def main(argv: list[str] | None = None) -> int:
     paths = [Path(x) for x in args.inputs]
     labels = args.labels or [p.name.split(".")[0] for p in paths]
     if len(labels) != len(paths):
-        logger.error("got %d labels for %d inputs", len(labels), len(paths))
-        return 2
-    try:
-        summaries = []
-        for p in paths:
-            if not p.is_file():
-                raise FileNotFoundError(f"input not found: {p}")
-            summaries.append(load_summary(p))
-    except (ValueError, OSError) as exc:
-        logger.error("%s", exc)
-        return 2
-    if not any(args.metric in m for s in summaries for m in s.values()):
-        logger.error("metric %r is in none of the inputs", args.metric)
-        return 2
+        raise LuffyDataError(f"got {len(labels)} labels for {len(paths)} inputs")
+    summaries = [load_summary(p) for p in paths]
+    check_metric(summaries, paths, args.metric)
     out = plot(summaries, labels, args.metric, Path(args.out), args.title)
     print(f"wrote {out}")
     return 0

@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from luffy.cli import add_debug_flag, user_errors_exit
 from luffy.data.errors import LuffyDataError
+from luffy.evaluation.result_store import unique_records
 from luffy.evaluation.summary import format_table, summarize, write_summary
 from luffy.jsonl import iter_jsonl
 from luffy.scoring import get_verifier, score_responses
@@ -76,14 +77,15 @@ def normalize_line(row: Any, where: str) -> dict[str, Any]:
 def score_line(row: dict[str, Any]) -> dict[str, Any]:
     """Add ``extracted`` and ``correct`` to a normalised line.
 
-    An answer whose check ran past the verifier's deadline counts as wrong; the line's location
-    (``_where``) is logged and ``timeouts`` records how many of its answers it was.
+    An answer whose check ran past the verifier's deadline (or whose ground truth already had) counts
+    as wrong; the line's location (``_where``) is logged and ``timeouts`` records how many of its
+    answers it was.
     """
     extra = {key: row[key] for key in ("multiple_choice", "n_choices", "choices") if row.get(key) is not None}
     stats = get_verifier().stats
-    before = stats["timeouts"]
+    before = stats["deadline_misses"]
     scores = score_responses(row["data_source"], row["responses"], row["answer"], extra or None)
-    row["timeouts"] = stats["timeouts"] - before
+    row["timeouts"] = stats["deadline_misses"] - before
     if row["timeouts"]:
         logger.warning("%s: %d answer(s) past the verification deadline, counted wrong", row.get("_where"),
                        row["timeouts"])
@@ -122,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
             if not path.is_file():
                 raise BadLineError(f"results file not found: {path}")
             file_rows, file_bad = read_lines(path, args.skip_bad)
-            rows += file_rows
+            rows += unique_records(file_rows, path)  # a problem id twice in one file counts once
             bad += file_bad
     except BadLineError as exc:
         raise BadLineError(f"{exc} (use --skip_bad to skip bad lines)") from None

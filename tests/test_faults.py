@@ -991,3 +991,417 @@ def test_a_shard_damaged_inside_an_intact_zip_index_fails_the_precheck_naming_it
     message = str(err.value)
     assert f"{shard} is damaged" in message and "CRC" in message and "write 1 into" in message
     assert check_checkpoint_dir(tmp_path, 1, fallback="newest") == tmp_path / "global_step_1"
+
+
+# ================================================================================================
+# Second round, scoring / evaluation: linear patterns, one result store, ground-truth spellings, the
+# slow-ground-truth list, duplicated benchmark problems, plot_results and prepare_eval errors.
+_TRIGGERS = ["", "answer", "Answer:", "the answer is", "final answer", "option", "\\boxed", "\\text{", "(", "^",
+             "\\sqrt[", "\\frac{1}", "1,000", "\\pi", "</think>"]
+_FILLERS = [" ", "\n", "\t", "*", ":", "$", "(", ")", ".", "{", "}", "\\", "1", ",000", "is ", "a", "A", "B "]
+
+
+def _attack(filler: str, k: int) -> str:
+    """Each trigger followed by a run of ``k`` fillers, then each (trigger + filler) repeated, then a bare run."""
+    runs = "".join(t + filler * k + "!" for t in _TRIGGERS)
+    return runs + "".join((t + filler) * (k // 8) for t in _TRIGGERS) + filler * k
+
+
+def _scoring_patterns() -> list[tuple[str, object]]:
+    """Every compiled pattern of the modules that read model text (lists of patterns included)."""
+    import re
+
+    import luffy.scoring.choice as choice
+    import luffy.scoring.extract as extract
+    import luffy.scoring.math_verify_bounded as bounded
+
+    found = []
+    for module in (choice, extract, bounded):
+        for name, value in vars(module).items():
+            values = value if isinstance(value, list) else [value]
+            found += [(f"{module.__name__}.{name}", v) for v in values if isinstance(v, re.Pattern)]
+    return found
+
+
+def _growth(fn, small: str, large: str, reps: int = 5) -> float:
+    """time(fn(large)) / time(fn(small)), each the best of ``reps`` calls made in turn (so that both
+    sizes see the same load); a measurement past 30 s raises (SIGALRM interrupts the regex engine, so
+    a super-linear pattern fails here instead of hanging: milliseconds are expected)."""
+    import signal
+
+    def alarm(*_):
+        raise TimeoutError("super-linear: the measurement ran past 30 s")
+
+    old = signal.signal(signal.SIGALRM, alarm)
+    signal.alarm(30)
+    best = {small: math.inf, large: math.inf}
+    try:
+        for _ in range(reps):
+            for text in (small, large):
+                start = time.perf_counter()
+                fn(text)
+                best[text] = min(best[text], time.perf_counter() - start)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+    return best[large] / max(best[small], 1e-7)
+
+
+# Input 8x longer: linear work takes ~8x the time, quadratic 64x. The bound sits between the two, and a
+# pair over it is measured twice more (the least ratio counts): timer noise on a shared machine seldom
+# repeats, a quadratic cost always does.
+GROWTH = 8
+MAX_RATIO = 32
+
+
+def _assert_linear(label: str, fn, small: str, large: str) -> None:
+    ratio = _growth(fn, small, large)
+    for _ in range(2):
+        if ratio <= MAX_RATIO:
+            break
+        ratio = min(ratio, _growth(fn, small, large, reps=9))
+    assert ratio <= MAX_RATIO, f"{label}: {GROWTH}x longer input took {ratio:.0f}x the time"
+
+
+def test_every_scoring_pattern_is_linear_in_its_input():
+    patterns = _scoring_patterns()
+    assert len(patterns) >= 15  # the introspection finds them (choice, extract and the verifier's)
+    for filler in _FILLERS:
+        small, large = _attack(filler, 300), _attack(filler, 300 * GROWTH)
+        for name, pattern in patterns:
+            _assert_linear(f"{name} on {filler!r} runs", pattern.findall, small, large)
+
+
+def test_scoring_modules_compile_every_pattern_where_the_attack_finds_it():
+    """An inline ``re.sub(r"...")`` would escape the attack above."""
+    import re
+
+    for module in ("choice", "extract", "math_verify_bounded", "metrics", "ground_truth", "__init__"):
+        source = (REPO / "luffy" / "scoring" / f"{module}.py").read_text()
+        inline = re.findall(r"\bre\.(?:search|match|fullmatch|sub|subn|findall|finditer|split)\(", source)
+        assert not inline, f"luffy/scoring/{module}.py runs an inline pattern: compile it at module level"
+
+
+def test_answer_extraction_is_linear_in_the_response():
+    from luffy.scoring.choice import extract_choice, normalize_letter
+    from luffy.scoring.extract import MAX_SEARCH_CHARS, extract_math_answer, normalize_answer
+    from luffy.scoring.math_verify_bounded import fast_verdict
+
+    # The planted input of the report: "answer" + a run of whitespace + a non-letter (17 s at 80 spaces).
+    _assert_linear("extract_choice on 'answer' + spaces", extract_choice, "answer" + " " * 1000 + "1",
+                   "answer" + " " * 1000 * GROWTH + "1")
+    functions = {"extract_choice": extract_choice, "extract_math_answer": extract_math_answer,
+                 "normalize_letter": normalize_letter, "normalize_answer": normalize_answer,
+                 "fast_verdict": lambda text: fast_verdict(text, text[::-1])}
+    for filler in _FILLERS:
+        k = MAX_SEARCH_CHARS // (GROWTH * len(filler))
+        while len(_attack(filler, k * GROWTH)) > MAX_SEARCH_CHARS:  # the large input stays inside the searched tail
+            k -= max(1, k // 16)
+        small, large = _attack(filler, k), _attack(filler, k * GROWTH)
+        for name, fn in functions.items():
+            _assert_linear(f"{name} on {filler!r} runs", fn, small, large)
+    # The verdicts of the planted inputs did not change: no letter follows "answer".
+    assert extract_choice("answer" + " " * 80 + "1") is None
+    assert extract_choice("The answer is" + " " * 80 + "(B)") == "B"
+    assert extract_math_answer("The answer is 7" + ". " * 5000) == "7"
+
+
+BAD_SPELLINGS = ["nan", "NaN", " NAN ", "-nan", "inf", "-inf", "+Inf", "Infinity", "-infinity", "<NA>", "NaT"]
+
+
+def test_ground_truths_spelling_nan_or_inf_are_refused_everywhere(tmp_path, capsys, caplog):
+    from luffy.evaluation.data import EvalDataError, load_problems
+    from luffy.mix_src.reward import compute_score
+    from luffy.scoring import get_verifier, is_correct
+    from luffy.scoring.ground_truth import BadGroundTruth, ground_truth_text
+
+    for spelling in BAD_SPELLINGS:
+        with pytest.raises(BadGroundTruth, match="missing or non-finite"):
+            ground_truth_text(spelling)
+    for real in ("\\infty", "-\\infty", "n", "a", "nana", "info", "0"):  # real answers stay
+        assert ground_truth_text(real) == real
+    stats = get_verifier().stats
+    before = stats["refused"]
+    for spelling in BAD_SPELLINGS:  # the scoring core itself: \boxed{nan} never matches "nan"
+        assert is_correct("math", f"\\boxed{{{spelling}}}", spelling) is False
+        assert compute_score("math", f"\\boxed{{{spelling}}}", spelling)["acc"] == 0.0
+    assert stats["refused"] >= before + len(BAD_SPELLINGS)
+    assert is_correct("math", "\\boxed{\\infty}", "\\infty")
+
+    results = tmp_path / "r.jsonl"
+    rows = [{"data_source": "math", "answer": "2", "responses": ["\\boxed{2}"]},
+            {"data_source": "math", "answer": "NaN", "responses": ["\\boxed{NaN}"]}]
+    results.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert run_main("eval_scripts/score.py", results, "--no_progress") == 2
+    assert_one_line_error(capsys.readouterr().err, "r.jsonl:2", "'NaN'")
+    problems = tmp_path / "p.jsonl"
+    problems.write_text(json.dumps({"problem": "0/0?", "answer": "nan", "data_source": "math"}) + "\n")
+    with pytest.raises(EvalDataError, match="line 1: .*'nan'"):
+        load_problems(problems)
+    assert run_main("data/prepare_eval.py", "--input", problems, "--output", tmp_path / "e.parquet") == 2
+    assert "skipped row 0" in caplog.text and "'nan'" in caplog.text
+
+
+def test_an_exact_answer_scores_right_after_its_ground_truth_ran_out_of_time():
+    from luffy.scoring.math_verify_bounded import BoundedVerifier
+
+    slow = "9^{9^{9^{9^{9}}}}"  # math-verify tries to evaluate it against a number: never within 1 s
+    verifier = BoundedVerifier(num_workers=1, timeout_s=1.0)
+    try:
+        assert verifier.verify("x+1", "1+x")  # warm: the worker is up
+        assert verifier.verify(slow, "5") is False  # runs out of time: the ground truth is now listed as slow
+        assert verifier.stats["timeouts"] == 1 and slow in verifier._slow_golds
+        start = time.monotonic()
+        assert verifier.verify(slow, slow) is True  # the exact string: right, and at once
+        assert verifier.verify(slow, " 9^{9^{9^{9^{9}}}} ") is True  # normalised equal
+        assert verifier.verify(slow, "6") is False  # another answer: refused at once, not waited on
+        assert time.monotonic() - start < 0.5
+        stats = verifier.stats
+        assert stats["slow_gold"] == 1
+        # every answer counted wrong because of the deadline, whether waited on or refused at once
+        assert stats["deadline_misses"] == stats["timeouts"] + stats["slow_gold"] == 2
+    finally:
+        verifier.close()
+
+
+def test_score_counts_answers_refused_for_a_slow_ground_truth_as_deadline_misses(tmp_path, capsys, monkeypatch):
+    import luffy.scoring.math_verify_bounded as bounded
+
+    slow = "9^{9^{9^{9^{9}}}}"
+    verifier = bounded.BoundedVerifier(num_workers=1, timeout_s=1.0)
+    monkeypatch.setattr(bounded, "_DEFAULT", verifier)  # a private verifier with a short deadline
+    results = tmp_path / "r.jsonl"
+    rows = [{"data_source": "math", "answer": slow, "responses": ["\\boxed{5}"]},
+            {"data_source": "math", "answer": slow, "responses": ["\\boxed{6}", f"\\boxed{{{slow}}}"]}]
+    results.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    try:
+        assert run_main("eval_scripts/score.py", results, "--no_progress", "--summary_out", tmp_path / "s.json") == 0
+    finally:
+        verifier.close()
+    assert "answers past the verification deadline: 2" in capsys.readouterr().out  # 1 waited on, 1 refused
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert summary["all"]["n_responses"] == 3 and summary["all"]["avg@n"] == pytest.approx(1 / 3)
+
+
+def _generate(*args) -> int:
+    return run_main("eval_scripts/generate_vllm.py", "--engine", "hf", "--no_progress", *args)
+
+
+def _problem_file(path: Path, n: int = 2) -> Path:
+    path.write_text("".join(json.dumps({"problem": f"What is {i}+{i}?", "answer": str(2 * i), "data_source": "math"})
+                            + "\n" for i in range(n)))
+    return path
+
+
+def test_generation_settings_are_checked_and_compared_key_by_key(tmp_path, capsys):
+    from luffy.evaluation.result_store import SettingsError, check_settings
+    from luffy.evaluation.results import SETTING_KEYS, ResultsFileError, resume_plan
+
+    for key, value, words in [("temperature", math.nan, "--temperature must be a finite number, got nan"),
+                              ("temperature", math.inf, "--temperature must be a finite number, got inf"),
+                              ("top_p", 0.0, r"--top_p must be in \(0, 1\], got 0.0"),
+                              ("temperature", -1.0, ">= 0"), ("whatever", -math.inf, "--whatever .*got -inf")]:
+        with pytest.raises(SettingsError, match=words):
+            check_settings({"n": 1, key: value})
+    inp, out = _problem_file(tmp_path / "in.jsonl"), tmp_path / "out.jsonl"
+    for flag, value, words in [("--temperature", "nan", "--temperature must be a finite number, got nan"),
+                               ("--top_p", "inf", "--top_p must be a finite number, got inf"),
+                               ("--temperature", "-0.5", "--temperature must be >= 0 (0 is greedy), got -0.5")]:
+        assert _generate("--model_path", tmp_path / "no-model", "--input_file", inp, "--output_file", out,
+                         flag, value) == 2
+        assert_one_line_error(capsys.readouterr().err, words)
+    assert not out.exists()
+    # every key of either side is compared: max_model_len, and a key this version does not know
+    assert "max_model_len" in SETTING_KEYS
+    settings = {"model_path": "m", "n": 1, "max_model_len": 4096}
+    record = {"id": "math-0", "problem_hash": "h", "settings": settings}
+    assert resume_plan(out, [record], settings, {"math-0": "h"}) == {"math-0"}
+    with pytest.raises(ResultsFileError, match=r"max_model_len=4096 \(now 2048\)"):
+        resume_plan(out, [record], settings | {"max_model_len": 2048}, {"math-0": "h"})
+    with pytest.raises(ResultsFileError, match=r"protocol='luffy' \(now None\)"):
+        resume_plan(out, [record | {"settings": settings | {"protocol": "luffy"}}], settings, {"math-0": "h"})
+
+
+def test_generation_refuses_an_empty_input_and_outputs_that_clash(tmp_path, capsys):
+    empty, out = tmp_path / "empty.jsonl", tmp_path / "out.jsonl"
+    empty.write_text("\n")
+    assert _generate("--model_path", tmp_path, "--input_file", empty, "--output_file", out) == 2
+    assert_one_line_error(capsys.readouterr().err, "empty.jsonl holds no problems")
+    inp = _problem_file(tmp_path / "in.jsonl")
+    assert _generate("--model_path", tmp_path, "--input_file", inp, "--output_file", out, "--summary_out", out) == 2
+    assert_one_line_error(capsys.readouterr().err, "out.jsonl would be written over the results file")
+    assert _generate("--model_path", tmp_path / "no-model", "--input_file", inp, "--output_file", out,
+                     "--summary_out", tmp_path / "out.json") == 2  # its CSV is out.csv, not out.jsonl: the model is bad
+    capsys.readouterr()
+    assert _generate("--model_path", tmp_path, "--input_file", inp, "--output_file", inp) == 2
+    assert_one_line_error(capsys.readouterr().err, "the input", "is also the results file")
+    assert _generate("--model_path", tmp_path, "--input_file", inp, "--output_file", out, "--summary_out", inp) == 2
+    assert_one_line_error(capsys.readouterr().err, "in.jsonl would be written over the input")
+    assert inp.read_text().count("\n") == 2 and not out.exists()
+
+
+def _finished_results(path: Path, inp: Path, model: Path, *extra: str) -> list[dict]:
+    """Records of a finished run on ``inp`` as ``generate_vllm.py`` writes them (no model needed)."""
+    import importlib.util
+
+    from luffy.evaluation.data import load_problems
+    from luffy.evaluation.results import problem_hash
+
+    if str(EVAL_SCRIPTS) not in sys.path:
+        sys.path.insert(0, str(EVAL_SCRIPTS))
+    spec = importlib.util.spec_from_file_location("_fault_generate_settings", EVAL_SCRIPTS / "generate_vllm.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    settings = module.run_settings(module.parse_args(["--model_path", str(model), "--input_file", str(inp),
+                                                      "--output_file", str(path), *extra]))
+    records = [{"id": p.uid, "data_source": p.data_source, "answer": p.answer, "responses": [f"\\boxed{{{p.answer}}}"],
+                "extracted": [p.answer], "correct": [True], "problem_hash": problem_hash(p.data_source, p.question,
+                                                                                         p.answer),
+                "settings": settings} for p in load_problems(inp)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return records
+
+
+def test_a_duplicated_result_line_is_counted_once(tmp_path, capsys, caplog):
+    inp, out, model = _problem_file(tmp_path / "in.jsonl", 3), tmp_path / "out.jsonl", tmp_path / "no-model"
+    records = _finished_results(out, inp, model)
+    with out.open("a") as fh:  # the first problem's line twice more (a concatenation, an old double run)
+        fh.write(json.dumps(records[0]) + "\n" + json.dumps(records[0]) + "\n")
+    summary = tmp_path / "s.json"
+    assert _generate("--model_path", model, "--input_file", inp, "--output_file", out, "--summary_out", summary) == 0
+    data = json.loads(summary.read_text())["all"]
+    assert data["n_problems"] == 3 and data["n_responses"] == 3  # no model was needed: nothing left to do
+    assert "out.jsonl: 2 duplicated result line(s) (same problem id) counted once" in caplog.text
+    png = tmp_path / "p.png"
+    assert run_main("eval_scripts/plot_results.py", out, "--out", png) == 0  # the same reader: counted once too
+    capsys.readouterr()
+    assert run_main("eval_scripts/score.py", out, "--no_progress", "--summary_out", summary) == 0
+    assert "lines scored: 3;" in capsys.readouterr().out
+    assert json.loads(summary.read_text())["all"]["n_responses"] == 3
+
+
+def test_a_second_run_on_the_same_output_is_refused_by_the_lock(tmp_path, capsys):
+    inp, out = _problem_file(tmp_path / "in.jsonl"), tmp_path / "out.jsonl"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom luffy.evaluation.result_store import ResultStore\n"
+         "store = ResultStore(sys.argv[1], {}).__enter__()\nprint('locked', flush=True)\ntime.sleep(120)", str(out)],
+        stdout=subprocess.PIPE, text=True, env=_env(), cwd=REPO,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        assert _generate("--model_path", tmp_path / "no-model", "--input_file", inp, "--output_file", out) == 2
+        assert_one_line_error(capsys.readouterr().err, f"out.jsonl is being written by another run (pid {holder.pid}")
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
+    assert not out.exists()  # the refused run wrote nothing
+    from luffy.evaluation.result_store import ResultStore
+
+    with ResultStore(out, {}):  # the lock went with its holder
+        with pytest.raises(Exception, match="being written by another run"), ResultStore(out, {}):
+            pass  # two stores in one process exclude each other as well
+
+
+def test_overwrite_keeps_old_results_until_the_first_new_one(tmp_path, capsys):
+    from luffy.evaluation.result_store import ResultStore
+
+    inp, out = _problem_file(tmp_path / "in.jsonl"), tmp_path / "out.jsonl"
+    _finished_results(out, inp, tmp_path / "old-model")
+    old = out.read_bytes()
+    # a mistyped model path: the run stops when the model loads, the old results are whole
+    assert _generate("--model_path", tmp_path / "mistyped", "--input_file", inp, "--output_file", out,
+                     "--overwrite") != 0
+    capsys.readouterr()
+    assert out.read_bytes() == old
+    with ResultStore(out, {"n": 1}, overwrite=True) as store:
+        assert store.resume({"math-0": "h"}) == set() and out.read_bytes() == old
+        assert store.records({"math-0": "h"}) == []  # nothing new yet: the old file is not this run's
+        with store.writing() as writer:
+            writer.write({"id": "math-0", "problem_hash": "h"})
+            assert _records(out) == [{"id": "math-0", "problem_hash": "h", "settings": {"n": 1}}]
+            writer.write({"id": "math-1", "problem_hash": "h1"})
+        assert [r["id"] for r in store.records({"math-0": "h", "math-1": "h1"})] == ["math-0", "math-1"]
+    assert not list(tmp_path.glob(".out.jsonl.new"))
+
+
+def test_a_duplicated_benchmark_problem_is_warned_with_its_rows(tmp_path, caplog):
+    import pandas as pd
+
+    from luffy.evaluation.data import load_problems
+
+    rows = [{"problem": q, "answer": "1", "data_source": "math"} for q in ("A?", "B?", "A?", "C?", "B?")]
+    path = tmp_path / "bench.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    caplog.set_level(logging.WARNING)
+    assert len(load_problems(path)) == 5  # kept (the file is the user's to fix), and named
+    assert "bench.jsonl: 2 problem(s) appear more than once" in caplog.text
+    assert "(line 1, line 3; line 2, line 5)" in caplog.text
+
+    def parquet(indexes: list[int]) -> Path:
+        out = tmp_path / f"b{len(indexes)}.parquet"
+        prompt = [{"role": "user", "content": "Same?"}]
+        pd.DataFrame([{"data_source": "aime", "prompt": prompt, "reward_model": {"ground_truth": "1"},
+                       "extra_info": {"index": i}} for i in indexes]).to_parquet(out)
+        return out
+
+    caplog.clear()
+    load_problems(parquet([0, 0, 0, 0]))  # avg@4 copies share their index: intended
+    assert "more than once" not in caplog.text
+    load_problems(parquet([0, 0, 7]))  # the same problem under another index: a duplicate
+    assert "b3.parquet: 1 problem(s) appear more than once, each copy is scored (row 0, row 2)" in caplog.text
+    caplog.clear()
+    assert run_main("data/prepare_eval.py", "--input", path, "--output", tmp_path / "e.parquet") == 0
+    assert f"{path} row 0, {path} row 2; {path} row 1, {path} row 4" in caplog.text
+
+
+def test_prepare_eval_names_an_empty_input(tmp_path, capsys):
+    empty, good = tmp_path / "empty.jsonl", tmp_path / "good.jsonl"
+    empty.write_bytes(b"")
+    good.write_text(json.dumps({"problem": "1+1?", "answer": "2", "data_source": "amc"}) + "\n")
+    for inputs in ([empty], [good, empty]):
+        assert run_main("data/prepare_eval.py", "--input", *inputs, "--output", tmp_path / "e.parquet") == 2
+        assert_one_line_error(capsys.readouterr().err, "empty.jsonl holds no rows")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"problem": "", "answer": "2"}) + "\n")
+    assert run_main("data/prepare_eval.py", "--input", bad, "--output", tmp_path / "e.parquet") == 2
+    assert_one_line_error(capsys.readouterr().err, "no usable evaluation rows in", "bad.jsonl", "1 skipped")
+    assert not (tmp_path / "e.parquet").exists()
+
+
+def test_plot_results_names_a_damaged_input_and_reads_a_single_verdict(tmp_path, capsys):
+    damaged = tmp_path / "a.summary.json"
+    damaged.write_text('{"math": {"avg@n": 0.5}')  # cut short
+    assert run_main("eval_scripts/plot_results.py", damaged, "--out", tmp_path / "p.png") == 2
+    assert_one_line_error(capsys.readouterr().err, "a.summary.json is not a readable summary JSON")
+    damaged.write_text(json.dumps({"math": {"avg@n": "high"}}))
+    assert run_main("eval_scripts/plot_results.py", damaged, "--out", tmp_path / "p.png") == 2
+    assert_one_line_error(capsys.readouterr().err, "a.summary.json: math.avg@n is 'high', not a number")
+
+    results = tmp_path / "r.jsonl"
+    lines = [{"id": "math-0", "data_source": "math", "correct": True, "extracted": "2"},  # one verdict, not a list
+             {"id": "math-1", "data_source": "math", "correct": [False, True], "extracted": ["1", "4"]}]
+    results.write_text("".join(json.dumps(r) + "\n" for r in lines))
+    assert run_main("eval_scripts/plot_results.py", results, "--out", tmp_path / "p.png") == 0
+    capsys.readouterr()
+    from luffy.evaluation.summary import summarize
+
+    plot = _load_plot()
+    assert plot.load_summary(results)["math"]["avg@n"] == pytest.approx(2 / 3) == summarize(
+        [{"data_source": "math", "correct": [True], "extracted": ["2"]}, lines[1]])["math"]["avg@n"]
+    for bad, words in [({"correct": "yes"}, "'correct' must be true/false"),
+                       ({"correct": [True, 2]}, "'correct' must be true/false"),
+                       ({"correct": [True], "extracted": ["1", "2"]}, "'extracted' must be a list as long")]:
+        results.write_text(json.dumps(lines[1]) + "\n" + json.dumps(lines[0] | bad) + "\n")
+        assert run_main("eval_scripts/plot_results.py", results, "--out", tmp_path / "p.png") == 2
+        assert_one_line_error(capsys.readouterr().err, "r.jsonl:2", words)
+
+
+def _load_plot():
+    import importlib.util
+
+    if str(EVAL_SCRIPTS) not in sys.path:
+        sys.path.insert(0, str(EVAL_SCRIPTS))
+    spec = importlib.util.spec_from_file_location("_fault_plot", EVAL_SCRIPTS / "plot_results.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

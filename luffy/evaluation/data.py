@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from luffy.data.duplicates import warn_duplicates
 from luffy.data.errors import LuffyDataError
 from luffy.jsonl import iter_jsonl
 from luffy.scoring.choice import LETTERS, is_multiple_choice
@@ -108,11 +109,14 @@ def _from_parquet(path: Path) -> list[EvalProblem]:
                 extra=extra if isinstance(extra, dict) else {},
             )
         )
+    warn_duplicates(
+        str(path), ((f"row {p.index}", (p.data_source, p.question), p.extra.get("index")) for p in problems)
+    )
     return problems
 
 
 def _from_jsonl(path: Path) -> list[EvalProblem]:
-    problems = []
+    problems, lines = [], []
     for lineno, row, problem in iter_jsonl(path):
         where = f"{path} line {lineno}"
         if problem is not None:
@@ -145,6 +149,8 @@ def _from_jsonl(path: Path) -> list[EvalProblem]:
                 choices=[str(c) for c in choices] if choices else None,
             )
         )
+        lines.append(lineno)
+    warn_duplicates(str(path), ((f"line {n}", (p.data_source, p.question), None) for n, p in zip(lines, problems)))
     return problems
 
 
@@ -170,6 +176,8 @@ def load_problems(
         problems = _from_jsonl(path)
     else:
         raise EvalDataError(f"{path}: unsupported input format (use .parquet or .jsonl)")
+    if not problems:
+        raise EvalDataError(f"{path} holds no problems (an empty file?)")
     if data_sources:
         wanted = set(data_sources)
         available = sorted({p.data_source for p in problems})

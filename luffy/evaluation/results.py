@@ -19,7 +19,17 @@ from luffy.data.errors import LuffyDataError
 logger = logging.getLogger(__name__)
 
 #: Generation settings a result depends on; a resumed run must match all of them.
-SETTING_KEYS = ("model_path", "template", "remove_system", "n", "temperature", "top_p", "max_tokens", "seed")
+SETTING_KEYS = (
+    "model_path",
+    "template",
+    "remove_system",
+    "n",
+    "temperature",
+    "top_p",
+    "max_tokens",
+    "seed",
+    "max_model_len",
+)
 
 
 class ResultsFileError(LuffyDataError):
@@ -38,7 +48,7 @@ def resume_plan(
     """The problem ids already finished in ``records`` (read from ``path``) for this run.
 
     Args:
-        settings: this run's generation settings (``SETTING_KEYS``).
+        settings: this run's generation settings; every key in it or in a record must agree.
         problems: this run's problem id -> :func:`problem_hash`.
 
     Raises:
@@ -51,7 +61,8 @@ def resume_plan(
         old = record.get("settings")
         if not isinstance(old, dict):
             raise ResultsFileError(f"{path}: record {lineno} does not say which settings made it; {fix}")
-        diff = [f"{k}={old.get(k)!r} (now {settings.get(k)!r})" for k in SETTING_KEYS if old.get(k) != settings.get(k)]
+        keys = list(settings) + [k for k in old if k not in settings]
+        diff = [f"{k}={old.get(k)!r} (now {settings.get(k)!r})" for k in keys if old.get(k) != settings.get(k)]
         if diff:
             raise ResultsFileError(f"{path} holds results made with other settings: {', '.join(diff)}; {fix}")
         uid = record.get("id")
@@ -65,8 +76,8 @@ def resume_plan(
     return done
 
 
-def read_results(path: str | Path, repair_torn_tail: bool = False) -> list[dict[str, Any]]:
-    """Read the finished records of a results file.
+def read_results(path: str | Path, repair_torn_tail: bool = False, line_numbers: bool = False) -> list[Any]:
+    """Read the finished records of a results file (with ``line_numbers``: ``(line, record)`` pairs).
 
     A torn last line (a killed writer) is ignored; with ``repair_torn_tail`` it is also cut off the
     file so that appending continues on a clean line. A bad line anywhere else raises
@@ -97,13 +108,13 @@ def read_results(path: str | Path, repair_torn_tail: bool = False) -> list[dict[
                     break
                 raise ResultsFileError(f"{path}: line {lineno} is not a valid JSON object ({exc})") from exc
             if nl < 0:  # complete JSON but no newline: keep it, terminate it on repair
-                records.append(record)
+                records.append((lineno, record) if line_numbers else record)
                 if repair_torn_tail:
                     with path.open("ab") as fh:
                         fh.write(b"\n")
                 good_end = end + 1
                 break
-            records.append(record)
+            records.append((lineno, record) if line_numbers else record)
         good_end = end
         pos = end
     if repair_torn_tail and good_end < len(data):
@@ -113,22 +124,37 @@ def read_results(path: str | Path, repair_torn_tail: bool = False) -> list[dict[
 
 
 class ResultWriter:
-    """Appends one JSON line per record, flushed and synced so a killed run loses nothing."""
+    """Appends one JSON line per record, flushed and synced so a killed run loses nothing.
 
-    def __init__(self, path: str | Path) -> None:
+    With ``replace`` the first record goes to a new file that then takes the place of ``path`` in
+    one rename: the old results stay whole until a new one exists.
+    """
+
+    def __init__(self, path: str | Path, replace: bool = False) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._fh = self.path.open("a", encoding="utf-8")
+        self._fh = None if replace else self.path.open("a", encoding="utf-8")
 
     def write(self, record: dict[str, Any]) -> None:
         """Append ``record`` as one line."""
-        self._fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+        line = json.dumps(record, ensure_ascii=False) + "\n"
+        if self._fh is None:
+            tmp = self.path.with_name(f".{self.path.name}.new")
+            fh = tmp.open("w", encoding="utf-8")
+            fh.write(line)
+            fh.flush()
+            os.fsync(fh.fileno())
+            os.replace(tmp, self.path)  # the open handle now writes to ``path``
+            self._fh = fh
+            return
+        self._fh.write(line)
         self._fh.flush()
         os.fsync(self._fh.fileno())
 
     def close(self) -> None:
         """Close the file."""
-        self._fh.close()
+        if self._fh is not None:
+            self._fh.close()
 
     def __enter__(self) -> ResultWriter:
         return self

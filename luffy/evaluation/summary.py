@@ -8,9 +8,44 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from luffy.data.errors import LuffyDataError
 from luffy.scoring.metrics import majority_vote, pass_at_k
 
 ALL = "all"
+
+
+class BadRecordError(LuffyDataError):
+    """A scored record whose verdicts cannot be summarised (the message names its file and line)."""
+
+
+def _is_verdict(value: Any) -> bool:
+    return isinstance(value, bool) or (isinstance(value, (int, float)) and value in (0, 1))
+
+
+def scored_record(record: Any, where: str) -> dict[str, Any]:
+    """``record`` with ``correct`` and ``extracted`` as equal-length lists, or :class:`BadRecordError`
+    naming ``where`` (``file:line``).
+
+    A single verdict (``"correct": true``) counts as one response; ``extracted`` may be missing
+    (no answers recorded). A record with no ``correct`` is kept as is (it has no responses yet).
+    """
+    if not isinstance(record, dict):
+        raise BadRecordError(f"{where}: expected a JSON object, got {type(record).__name__}")
+    correct = record.get("correct")
+    if correct is None:
+        return record
+    if _is_verdict(correct):
+        correct = [correct]
+    if not isinstance(correct, list) or not all(_is_verdict(c) for c in correct):
+        raise BadRecordError(f"{where}: 'correct' must be true/false or a list of them, got {str(correct)[:60]}")
+    extracted = record.get("extracted", [None] * len(correct))
+    if extracted is None or isinstance(extracted, str):
+        extracted = [extracted]
+    if not isinstance(extracted, list) or len(extracted) != len(correct):
+        raise BadRecordError(f"{where}: 'extracted' must be a list as long as 'correct' ({len(correct)})")
+    if not isinstance(record.get("data_source"), str):
+        raise BadRecordError(f"{where}: 'data_source' must be a string, got {record.get('data_source')!r}")
+    return record | {"correct": [bool(c) for c in correct], "extracted": extracted}
 
 
 def _ks(n: int) -> list[int]:

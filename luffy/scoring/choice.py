@@ -15,13 +15,21 @@ _MC_SOURCE_RE = re.compile(r"(arc[_-]?c|arc[_-]challenge|gpqa|mmlu[_-]?pro|mmlu)
 
 _L = f"[{LETTERS}]"
 # Ordered from the most to the least explicit phrasing; within one pattern the last match wins.
+# Linear on any text: a pattern starts with a literal, and each repeat is followed by something its
+# characters cannot be (no two adjacent repeats share a character), so a failed match gives back
+# each character of a run once. The decoration between "answer" and the letter (spaces, "is", ":",
+# "*", "$", "(") is one repeat of disjoint alternatives, not a chain of optional runs: five adjacent
+# ``\s*`` made "answer" + 80 spaces + "1" cost k^5 (17 s).
 _PATTERNS: list[re.Pattern[str]] = [
-    re.compile(rf"(?i:answer)\**\s*(?i:is|:)?\s*:?\s*[\*\s]*\(?\s*\$?\s*(?:\\text\{{)?({_L})(?![A-Za-z0-9])"),
-    re.compile(rf"(?i:option|choice)\s*[\*\s]*\(?({_L})(?![A-Za-z0-9])"),
+    re.compile(rf"(?i:answer)(?:[\s*:$(]|(?i:is)(?![a-z]))*(?:\\text\{{)?({_L})(?![A-Za-z0-9])"),
+    re.compile(rf"(?i:option|choice)[\s*]*\(?({_L})(?![A-Za-z0-9])"),
     re.compile(rf"\(({_L})\)"),
 ]
 _FINAL_LINE_RE = re.compile(rf"^[\s\*\$\(\[]*({_L})(?:[\)\]\.:].*|[\s\*\$]*)$")
 _STANDALONE_RE = re.compile(rf"(?<![A-Za-z'’-])({_L})(?![A-Za-z'’-])")
+_TEXT_WRAP_RE = re.compile(r"^\\text\{(.*)\}$")
+_LETTER_RE = re.compile(rf"^[\(\[\s]*({_L})(?:[\)\]\.:\s].*)?$", re.IGNORECASE | re.DOTALL)
+_OPTION_LINE_RE = re.compile(rf"^({_L})\) ", re.MULTILINE)
 
 
 def is_multiple_choice(data_source: str | None, extra_info: Mapping[str, Any] | None = None) -> bool:
@@ -43,8 +51,8 @@ def normalize_letter(answer: str | None) -> str | None:
     if answer is None:
         return None
     s = str(answer).strip()
-    s = re.sub(r"^\\text\{(.*)\}$", r"\1", s).strip()
-    m = re.match(rf"^[\(\[\s]*({_L})(?:[\)\]\.:\s].*)?$", s, re.IGNORECASE | re.DOTALL)
+    s = _TEXT_WRAP_RE.sub(r"\1", s).strip()
+    m = _LETTER_RE.match(s)
     return m.group(1).upper() if m else None
 
 
@@ -60,7 +68,7 @@ def valid_letters(extra_info: Mapping[str, Any] | None) -> str:
 
 def count_choices(question: str) -> int | None:
     """Number of options laid out as "A) ..." lines in ``question`` (None when there are none)."""
-    found = re.findall(rf"^({_L})\) ", question, flags=re.MULTILINE)
+    found = _OPTION_LINE_RE.findall(question)
     return len(set(found)) or None
 
 

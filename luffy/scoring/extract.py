@@ -16,8 +16,11 @@ MAX_ANSWER_CHARS = 512
 """Extracted answers longer than this are treated as missing."""
 
 _BOXED_RE = re.compile(r"\\(?:boxed|fbox)\s*\{")
-# No two adjacent whitespace runs and no ``^\s*`` under MULTILINE: either makes a response of many
-# blank lines cost quadratic time.
+# Patterns run on model text must stay linear: each starts with a literal (or ``^[ \t]*`` per line)
+# and no two adjacent repeats can match the same character, so a failed match gives back each
+# character of a run once. No two adjacent whitespace runs and no ``^\s*`` under MULTILINE: either
+# makes a response of many blank lines cost quadratic time. ``tests/test_faults.py`` attacks every
+# compiled pattern of the scoring modules with inputs of growing size.
 _PLAIN_RE = re.compile(
     r"(?:final\s+answer|the\s+answer)\s*(?:is|:|=)\s*(?::\s*)?(.+)|^[ \t]*\**answer\**\s*:\s*(?:\*+\s*)?(.+)",
     re.IGNORECASE | re.MULTILINE,
@@ -72,10 +75,19 @@ def last_boxed(text: str) -> str | None:
     return None
 
 
+def _strip_trailing_dots(text: str) -> str:
+    """``text`` without its trailing run of dots and whitespace (a ``[.\\s]+$`` search would retry
+    from every character of a long run: quadratic)."""
+    end = len(text)
+    while end and (text[end - 1] == "." or text[end - 1].isspace()):
+        end -= 1
+    return text[:end]
+
+
 def _clean_plain(answer: str) -> str:
     """Trim decoration around a plain-text final answer ("$5$.", "**5**")."""
     answer = answer.strip().strip("*").strip()
-    answer = re.sub(r"[.\s]+$", "", answer)
+    answer = _strip_trailing_dots(answer)
     if answer.startswith("$") and answer.count("$") >= 2:
         answer = answer[1 : answer.index("$", 1)]
     elif answer.startswith("\\(") and "\\)" in answer:
@@ -108,13 +120,18 @@ def extract_math_answer(response: str) -> str | None:
     return answer
 
 
+_SPACING_CMD_RE = re.compile(r"\\(?:left|right|displaystyle|!|,|;|:)")
+_EMPTY_TEXT_RE = re.compile(r"\\text\{\s*\}")
+_SPACE_RE = re.compile(r"\s+")
+
+
 def normalize_answer(answer: str) -> str:
     """Cheap canonical form used for the fast path and for majority voting."""
     s = answer.strip()
-    s = re.sub(r"\\(?:left|right|displaystyle|!|,|;|:)", "", s)
+    s = _SPACING_CMD_RE.sub("", s)
     s = s.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")
-    s = re.sub(r"\\text\{\s*\}", "", s)
-    s = re.sub(r"\s+", "", s)
+    s = _EMPTY_TEXT_RE.sub("", s)
+    s = _SPACE_RE.sub("", s)
     s = s.rstrip(".")
     if s.startswith("$") and s.endswith("$") and len(s) >= 2:
         s = s.strip("$")

@@ -3,6 +3,9 @@
 A ground truth is a non-empty string, or a finite int/float (turned into its string). NaN and
 infinities, booleans, containers (dicts, lists) and blank strings are refused: ``str()`` would turn
 them into ``"nan"``, ``"{'a': 1}"`` or ``"[1, 2]"``, and ``\\boxed{nan}`` would then score correct.
+For the same reason a string that spells a missing or non-finite value (``"nan"``, ``"NaN"``,
+``"-inf"``, ``"Infinity"``, pandas' ``"<NA>"``/``"NaT"``) is refused like the number itself; LaTeX's
+``\\infty`` is a real answer and stays.
 A ground truth longer than :data:`MAX_GROUND_TRUTH_CHARS` is refused as well, which bounds the work
 every scoring path does per answer.
 """
@@ -14,6 +17,10 @@ from typing import Any
 
 MAX_GROUND_TRUTH_CHARS = 4096
 """Longest accepted reference answer (LUFFY's sets stay under 300 characters)."""
+
+
+#: Spellings (case-insensitive, sign ignored) that ``str()`` gives a missing or non-finite value.
+NON_VALUE_SPELLINGS = frozenset({"nan", "inf", "infinity", "<na>", "nat"})
 
 
 class BadGroundTruth(ValueError):
@@ -38,6 +45,8 @@ def ground_truth_text(value: Any) -> str:
         raise BadGroundTruth(f"the answer is a {type(value).__name__}, not a string or number")
     if not value.strip():
         raise BadGroundTruth("the answer is an empty string")
+    if value.strip().lstrip("+-").lower() in NON_VALUE_SPELLINGS:
+        raise BadGroundTruth(f"the answer is the string {value.strip()!r}, a missing or non-finite value")
     if len(value) > MAX_GROUND_TRUTH_CHARS:
         raise BadGroundTruth(f"the answer is {len(value)} characters long (at most {MAX_GROUND_TRUTH_CHARS})")
     return value

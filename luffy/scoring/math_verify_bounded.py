@@ -8,10 +8,14 @@ misses it is killed and replaced in the background, and the answer counts as not
 
 Cheap cases never leave the caller: identical normalised strings, plain numbers, and a result cache.
 Everything that runs in the caller is linear in the input, whose length is capped (answers at
-``2 * MAX_ANSWER_CHARS``, ground truths at ``MAX_GROUND_TRUTH_CHARS``: longer ones count as not
-verified and are counted in ``stats["refused"]``), so no input can stall the caller. A ground truth
-that runs out of time against a plain-number answer is remembered, and its later answers are refused
-at once (also counted in ``stats["refused"]``) rather than each waiting for the deadline.
+``2 * MAX_ANSWER_CHARS``), so no input can stall the caller. A ground truth that
+:func:`~luffy.scoring.ground_truth.ground_truth_text` refuses (over ``MAX_GROUND_TRUTH_CHARS``, or
+spelling ``nan``/``inf``) verifies nothing and is counted in ``stats["refused"]``.
+
+A ground truth that runs out of time against a plain-number answer is remembered, and its later
+answers are refused at once (``stats["slow_gold"]``) rather than each waiting for the deadline; an
+answer equal to it (normalised) or already cached is still decided first. ``stats["deadline_misses"]``
+counts every answer counted wrong because of the deadline: timeouts plus those refusals.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from fractions import Fraction
 from pathlib import Path
 
 from luffy.scoring.extract import MAX_ANSWER_CHARS, normalize_answer
-from luffy.scoring.ground_truth import MAX_GROUND_TRUTH_CHARS
+from luffy.scoring.ground_truth import BadGroundTruth, ground_truth_text
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +86,9 @@ _VALUE_SYMBOL_RE = re.compile(
 )
 
 
+_CLOSE_BEFORE_DIGIT_RE = re.compile(r"(?<!\\)\}(?=\d)")
+
+
 def _group_starts(s: str) -> dict[int, int]:
     """Index of each ``}`` -> index of its matching ``{`` (escaped braces ignored), in one pass."""
     stack: list[int] = []
@@ -107,7 +114,7 @@ def _juxtaposed_number(s: str) -> bool:
     if _VALUE_SYMBOL_RE.search(s):
         return True
     group_start = None
-    for m in re.finditer(r"(?<!\\)\}(?=\d)", s):
+    for m in _CLOSE_BEFORE_DIGIT_RE.finditer(s):
         if group_start is None:
             group_start = _group_starts(s)
         i, groups = m.start(), 0
@@ -252,7 +259,16 @@ class BoundedVerifier:
         self._started = False
         self._closed = False
         self._pid = os.getpid()
-        self.stats = {"fast": 0, "cached": 0, "worker": 0, "timeouts": 0, "errors": 0, "refused": 0}
+        self.stats = {
+            "fast": 0,
+            "cached": 0,
+            "worker": 0,
+            "timeouts": 0,
+            "errors": 0,
+            "refused": 0,
+            "slow_gold": 0,
+            "deadline_misses": 0,
+        }
 
     # ----------------------------------------------------------------- worker management
     def _spawn(self) -> None:
@@ -315,31 +331,38 @@ class BoundedVerifier:
             if len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
 
+    def _count(self, *keys: str) -> None:
+        with self._lock:  # verify_many counts from several threads
+            for key in keys:
+                self.stats[key] += 1
+
     def verify(self, gold: str, pred: str | None) -> bool:
         """True when ``pred`` is mathematically equivalent to ``gold`` (within the deadline)."""
         if pred is None:
             return False
-        gold, pred = str(gold), str(pred)
+        try:
+            gold = ground_truth_text(gold)
+        except BadGroundTruth as err:
+            self._count("refused")
+            logger.warning("ground truth refused (%s); answer counted as not verified", err)
+            return False
+        pred = str(pred)
         if not pred.strip() or len(pred) > 2 * MAX_ANSWER_CHARS:
             return False
-        if len(gold) > MAX_GROUND_TRUTH_CHARS:
-            self.stats["refused"] += 1
-            logger.warning("ground truth of %d characters (> %d) refused; answer counted as not verified",
-                           len(gold), MAX_GROUND_TRUTH_CHARS)
-            return False
-        if gold in self._slow_golds:
-            self.stats["refused"] += 1
-            return False
+        # Definite verdicts first: an answer equal to a slow ground truth is still right.
         fast = fast_verdict(gold, pred)
         if fast is not None:
-            self.stats["fast"] += 1
+            self._count("fast")
             return fast
         key = (gold, pred)
         with self._lock:
             cached = self._cache.get(key)
         if cached is not None:
-            self.stats["cached"] += 1
+            self._count("cached")
             return cached
+        if gold in self._slow_golds:
+            self._count("slow_gold", "deadline_misses")
+            return False
         if self._closed:
             raise RuntimeError("BoundedVerifier is closed")
         if not self._started or os.getpid() != self._pid:
@@ -351,22 +374,21 @@ class BoundedVerifier:
             return False
         reply = worker.ask(gold, pred, self.timeout_s)
         if reply is None:
-            self.stats["timeouts"] += 1
+            self._count("timeouts", "deadline_misses")
             logger.warning("math verification exceeded %.1fs; pred=%r", self.timeout_s, pred[:80])
             self._replace_async(worker)
             verdict = False
             if _rational(normalize_answer(pred)) is not None:
-                logger.warning("ground truth %r... is slow to check; its later answers count as not verified",
-                               gold[:60])
+                logger.warning(
+                    "ground truth %r... is slow to check; its later answers count as not verified", gold[:60]
+                )
                 with self._lock:
                     self._slow_golds[gold] = None
                     if len(self._slow_golds) > 1000:
                         self._slow_golds.popitem(last=False)
         else:
             self._idle.put(worker)
-            self.stats["worker"] += 1
-            if reply == "E":
-                self.stats["errors"] += 1
+            self._count("worker", *(("errors",) if reply == "E" else ()))
             verdict = reply == "1"
         self._remember(key, verdict)
         return verdict
