@@ -21,7 +21,7 @@ from typing import Any
 import _bootstrap  # noqa: F401
 
 from luffy.evaluation.results import read_results
-from luffy.evaluation.summary import ALL, summarize
+from luffy.evaluation.summary import ALL, MACRO, summarize
 
 logger = logging.getLogger("plot_results")
 
@@ -58,9 +58,8 @@ def plot(
 
     sources: list[str] = []
     for s in summaries:
-        sources += [ds for ds in s if ds != ALL and ds not in sources]
-    if any(ALL in s for s in summaries):
-        sources.append(ALL)
+        sources += [ds for ds in s if ds not in (ALL, MACRO) and ds not in sources]
+    sources += [avg for avg in (ALL, MACRO) if any(avg in s for s in summaries)]
     width = 0.8 / max(len(summaries), 1)
     fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * len(sources) + 2), 4.5))
     for i, (summary, label) in enumerate(zip(summaries, labels)):

@@ -40,6 +40,8 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT_S = float(os.environ.get("LUFFY_SCORING_TIMEOUT", "5"))
 DEFAULT_MAX_MEMORY_MB = int(os.environ.get("LUFFY_SCORING_MAX_MEM_MB", "4096"))
+MAX_TEXT_CHARS = 200_000
+"""Longest response :meth:`BoundedVerifier.verify_text` hands to math-verify whole."""
 _WORKER_SCRIPT = Path(__file__).with_name("_mv_worker.py")
 _THOUSANDS_RE = re.compile(r"^-?\d{1,3}(,\d{3})+(\.\d+)?$")
 
@@ -186,10 +188,11 @@ class _Worker:
         line, self._buf = self._buf.split(b"\n", 1)
         return line.decode("ascii", "replace").strip()
 
-    def ask(self, gold: str, pred: str, timeout_s: float) -> str | None:
+    def ask(self, gold: str, pred: str, timeout_s: float, mode: str | None = None) -> str | None:
         """Send one comparison; the reply ("1", "0", "E") or None on timeout/death."""
+        request = [gold, pred] if mode is None else [gold, pred, mode]
         try:
-            self.proc.stdin.write((json.dumps([gold, pred]) + "\n").encode("utf-8"))
+            self.proc.stdin.write((json.dumps(request) + "\n").encode("utf-8"))
             self.proc.stdin.flush()
         except (BrokenPipeError, OSError, ValueError):
             return None
@@ -241,7 +244,7 @@ class BoundedVerifier:
         self.timeout_s = timeout_s
         self.max_memory_mb = max_memory_mb
         self.startup_timeout_s = startup_timeout_s
-        self._cache: OrderedDict[tuple[str, str], bool] = OrderedDict()
+        self._cache: OrderedDict[tuple, bool] = OrderedDict()
         # Ground truths whose check ran out of time against a plain-number answer: the ground truth is what
         # is slow, so its later answers are refused at once instead of each costing the deadline.
         self._slow_golds: OrderedDict[str, None] = OrderedDict()
@@ -309,7 +312,7 @@ class BoundedVerifier:
         self._started = False
 
     # ----------------------------------------------------------------- verification
-    def _remember(self, key: tuple[str, str], verdict: bool) -> None:
+    def _remember(self, key: tuple, verdict: bool) -> None:
         with self._lock:
             self._cache[key] = verdict
             if len(self._cache) > self._cache_size:
@@ -340,6 +343,12 @@ class BoundedVerifier:
         if cached is not None:
             self.stats["cached"] += 1
             return cached
+        verdict = self._ask_worker(gold, pred, None)
+        self._remember(key, verdict)
+        return verdict
+
+    def _ask_worker(self, gold: str, pred: str, mode: str | None) -> bool:
+        """One comparison in a worker process, within the deadline (a late or dead worker: False)."""
         if self._closed:
             raise RuntimeError("BoundedVerifier is closed")
         if not self._started or os.getpid() != self._pid:
@@ -349,13 +358,13 @@ class BoundedVerifier:
         except queue.Empty:
             logger.error("no verification worker available; counting answer as not verified")
             return False
-        reply = worker.ask(gold, pred, self.timeout_s)
+        reply = worker.ask(gold, pred, self.timeout_s, mode)
         if reply is None:
             self.stats["timeouts"] += 1
             logger.warning("math verification exceeded %.1fs; pred=%r", self.timeout_s, pred[:80])
             self._replace_async(worker)
             verdict = False
-            if _rational(normalize_answer(pred)) is not None:
+            if mode is None and _rational(normalize_answer(pred)) is not None:
                 logger.warning("ground truth %r... is slow to check; its later answers count as not verified",
                                gold[:60])
                 with self._lock:
@@ -368,6 +377,24 @@ class BoundedVerifier:
             if reply == "E":
                 self.stats["errors"] += 1
             verdict = reply == "1"
+        return verdict
+
+    def verify_text(self, gold: str, text: str, mode: str) -> bool:
+        """math-verify called the way another evaluation protocol calls it (see ``_mv_worker.verify_text``):
+        ``mode="luffy"`` parses a whole response, ``mode="oat"`` one boxed answer. Same deadline and
+        memory cap as :meth:`verify`; texts over ``MAX_TEXT_CHARS`` count as not verified."""
+        gold, text = str(gold), str(text)
+        if not text.strip() or len(text) > MAX_TEXT_CHARS or len(gold) > MAX_GROUND_TRUTH_CHARS:
+            if text.strip():
+                self.stats["refused"] += 1
+            return False
+        key = (gold, text, mode)
+        with self._lock:
+            cached = self._cache.get(key)
+        if cached is not None:
+            self.stats["cached"] += 1
+            return cached
+        verdict = self._ask_worker(gold, text, mode)
         self._remember(key, verdict)
         return verdict
 
