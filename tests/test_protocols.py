@@ -282,3 +282,83 @@ def test_luffy_readme_command_runs_as_written(tiny_model_dir, tmp_path) -> None:
 
     proc = run_readme_block(tmp_path, tiny_model_dir, "luffy", "hf", timeout_s=600)
     check_readme_run(proc, tmp_path, tiny_model_dir, "luffy")
+
+
+# ----------------------------------------------------------------------------- score.py and resume
+def test_score_script_protocols(tmp_path) -> None:
+    """score.py decides LUFFY's think format from each line's prompt; the trainer protocol ignores it."""
+    import json
+
+    from test_eval_scripts import run_main
+
+    rows = [
+        {"data_source": "math", "prompt": prompt, "answer": gold, "responses": [response]}
+        for _, prompt, response, gold, source, _ in CASES
+        if source == "math"
+    ]
+    results = tmp_path / "r.jsonl"
+    results.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    verdicts = {}
+    for flags in ([], ["--add_oat_evaluate", "True"], ["--protocol", "trainer"]):
+        out = tmp_path / "out.jsonl"
+        assert run_main("score.py", results, *flags, "--rescored_out", out, "--no_progress") == 0
+        verdicts[tuple(flags)] = [json.loads(line)["correct"][0] for line in out.read_text().splitlines()]
+    want = [c[5] for c in CASES if c[4] == "math"]
+    assert verdicts[()] == [w[1] for w in want]
+    assert verdicts[("--add_oat_evaluate", "True")] == [w[2] for w in want]
+    assert verdicts[("--protocol", "trainer")] == [w[0] for w in want]
+    # Without a <think> prompt the split happens only when asked for: then as after a <think> prompt.
+    for r in rows:
+        r["prompt"] = PLAIN_PROMPT
+    results.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    forced = [ref_luffy(THINK_PROMPT, r["responses"][0], r["answer"]) for r in rows]
+    assert forced != [ref_luffy(PLAIN_PROMPT, r["responses"][0], r["answer"]) for r in rows]
+    out = tmp_path / "out.jsonl"
+    assert run_main("score.py", results, "--add_think_before_answer", "True", "--rescored_out", out) == 0
+    assert [json.loads(line)["correct"][0] for line in out.read_text().splitlines()] == forced
+
+
+def test_resume_refuses_another_protocol(tmp_path) -> None:
+    from luffy.evaluation.results import SETTING_KEYS, ResultsFileError, resume_plan
+
+    settings = {k: None for k in SETTING_KEYS} | {"protocol": "trainer", "add_oat_evaluate": False}
+    records = [{"id": "a", "problem_hash": "h", "settings": settings}]
+    assert resume_plan(tmp_path / "r.jsonl", records, settings, {"a": "h"}) == {"a"}
+    for key, value in (("protocol", "luffy"), ("add_oat_evaluate", True)):
+        with pytest.raises(ResultsFileError, match=f"{key}="):
+            resume_plan(tmp_path / "r.jsonl", records, settings | {key: value}, {"a": "h"})
+
+
+def test_skip_scoring_then_score(tmp_path, tiny_model_dir, capsys) -> None:
+    """--skip_scoring True writes responses without verdicts; score.py scores them afterwards."""
+    import json
+
+    from test_eval_scripts import run_main
+
+    out = tmp_path / "gen.jsonl"
+    args = [
+        "--engine", "hf", "--cpu_threads", "1", "--model_path", tiny_model_dir, "--input_file",
+        tiny_sample(tmp_path), "--output_file", out, "--max_tokens", "4", "--no_progress",
+    ]  # fmt: skip
+    assert run_main("generate_vllm.py", *args, "--skip_scoring", "True") == 0
+    assert "score them with" in capsys.readouterr().out
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 2 and all("correct" not in r for r in rows)
+    summary = tmp_path / "s.json"
+    assert run_main("score.py", out, "--summary_out", summary, "--no_progress") == 0
+    assert json.loads(summary.read_text())["all"]["n_problems"] == 2
+    # The same file cannot be resumed with scoring on: the settings differ.
+    assert run_main("generate_vllm.py", *args) == 2
+    assert "skip_scoring=True" in capsys.readouterr().err
+
+
+def tiny_sample(tmp_path) -> str:
+    import json
+
+    path = tmp_path / "two.jsonl"
+    rows = [
+        {"data_source": "math", "problem": "1+1?", "answer": "2"},
+        {"data_source": "amc", "problem": "2+2?", "answer": "4"},
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
