@@ -65,7 +65,9 @@ def read_jsonl(path: Path) -> list[dict]:
 
 
 @pytest.mark.slow  # runs the script in a subprocess
-@pytest.mark.parametrize("script", ["generate_vllm.py", "score.py", "plot_results.py", "infer.py"])
+@pytest.mark.parametrize(
+    "script", ["generate_vllm.py", "score.py", "plot_results.py", "infer.py", "compare_protocols.py"]
+)
 def test_help(script: str) -> None:
     assert "usage" in run_script(script, "--help").stdout
 

@@ -362,3 +362,21 @@ def tiny_sample(tmp_path) -> str:
     ]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return str(path)
+
+
+def test_compare_protocols_script(tmp_path) -> None:
+    """compare_protocols.py counts the disagreements a plain loop over the references finds."""
+    import json
+
+    from test_eval_scripts import run_main
+
+    cases = [c for c in CASES if c[4] == "math"]
+    data = tmp_path / "traces.jsonl"
+    data.write_text("".join(json.dumps({"generations": [c[2]], "answer": c[3]}) + "\n" for c in cases))
+    out = tmp_path / "cmp.json"
+    assert run_main("compare_protocols.py", data, "--cuts", "1", "--out", out) == 0
+    row = json.loads(out.read_text())["cuts"]["1"]
+    for name, prompt, oat in (("math-verify, <think> prompt", THINK_PROMPT, False),
+                              ("README (OAT), plain prompt", PLAIN_PROMPT, True)):  # fmt: skip
+        want = sum(ref_trainer(c[2], c[3], False) != ref_luffy(prompt, c[2], c[3], oat=oat) for c in cases)
+        assert row[name]["differ"] == want and sum(row[name]["causes"].values()) == want
