@@ -240,3 +240,4 @@ def test_luffy_readme_command_with_vllm(tiny_vllm_model, tmp_path):
 
     proc = run_readme_block(tmp_path, tiny_vllm_model, "luffy", "vllm", timeout_s=END_TO_END_S)
     check_readme_run(proc, tmp_path, tiny_vllm_model, "luffy")
+    assert "vLLM on CPU" in proc.stderr  # the engine really was vLLM's CPU build
