@@ -380,3 +380,19 @@ def test_compare_protocols_script(tmp_path) -> None:
                               ("README (OAT), plain prompt", PLAIN_PROMPT, True)):  # fmt: skip
         want = sum(ref_trainer(c[2], c[3], False) != ref_luffy(prompt, c[2], c[3], oat=oat) for c in cases)
         assert row[name]["differ"] == want and sum(row[name]["causes"].values()) == want
+
+
+def test_luffy_scoring_is_bounded() -> None:
+    """Untrusted text: a huge response is refused at once, an unclosed box in one costs linear time."""
+    import time
+
+    from luffy.scoring.math_verify_bounded import MAX_TEXT_CHARS, get_verifier
+
+    stats = get_verifier().stats
+    before = stats["refused"]
+    huge = "\\boxed{" + "{x" * MAX_TEXT_CHARS
+    start = time.perf_counter()
+    for opts in (LuffyOptions(), LuffyOptions(add_oat_evaluate=True, any_true=True)):
+        assert score_with_protocol("luffy", "math", PLAIN_PROMPT, [huge], "5", None, opts)[0].correct is False
+    assert time.perf_counter() - start < 5
+    assert stats["refused"] >= before + 2

@@ -15,7 +15,8 @@ One step differs: OAT also asks sympy to simplify the difference of the two answ
 with ``parse_expr``, which evaluates text as Python. Scoring here never evaluates model text, so that
 step is left to math-verify (which OAT's ``fast=False`` mode runs anyway, and which decides the same
 equalities symbolically). Everything here is linear string work; math-verify runs in the bounded
-worker pool (:mod:`luffy.scoring.math_verify_bounded`).
+worker pool (:mod:`luffy.scoring.math_verify_bounded`), and a boxed answer over ``2 * MAX_ANSWER_CHARS``
+characters counts as wrong without being compared (OAT refuses long repetitive ones).
 """
 
 from __future__ import annotations
