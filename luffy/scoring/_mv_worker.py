@@ -87,27 +87,25 @@ def verify_text(gold: str, text: str, mode: str) -> bool:
     ``"luffy"``: LUFFY's evaluation script: the whole ``text`` (a response) parsed with math-verify's
     default extraction, against the ground truth wrapped as ``$gold$``.
     ``"oat"``: the last step of OAT's boxed grader: both answers ``$``-wrapped unless they hold a ``$``,
-    the first match of the LaTeX (boxed first) or plain-expression extractor, no fallback.
+    the LaTeX (boxed first) or plain-expression extractor, no fallback.
     """
     from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
 
+    if mode not in ("luffy", "oat"):
+        raise ValueError(f"unknown mode {mode!r}")
     _configs()  # silences math-verify's timeout notice
     try:
         if mode == "luffy":
             gold_parsed = parse(f"${gold}$", parsing_timeout=None)
             pred_parsed = parse(text, parsing_timeout=None)
-        elif mode == "oat":
+        else:
             config = (LatexExtractionConfig(boxed_match_priority=0), ExprExtractionConfig())
             # OAT passes ``extraction_mode=["first_match"]``, a list, which math-verify compares with a string
             # and so runs as its default "any_match": reproduced here as what actually runs.
             kwargs = dict(extraction_config=config, fallback_mode="no_fallback", parsing_timeout=None)
             gold_parsed = parse(gold if "$" in gold else f"${gold}$", **kwargs)
             pred_parsed = parse(text if "$" in text else f"${text}$", **kwargs)
-        else:
-            raise ValueError(f"unknown mode {mode!r}")
         return bool(verify(gold_parsed, pred_parsed, timeout_seconds=None))
-    except ValueError:
-        raise
     except Exception:  # noqa: BLE001 - any parser/sympy failure means "not verified"
         return False
 
