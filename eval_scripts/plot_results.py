@@ -24,7 +24,7 @@ from luffy.cli import add_debug_flag, user_errors_exit
 from luffy.data.errors import LuffyDataError
 from luffy.evaluation.result_store import unique_records
 from luffy.evaluation.results import read_results
-from luffy.evaluation.summary import ALL, scored_record, summarize
+from luffy.evaluation.summary import ALL, MACRO, scored_record, summarize
 
 logger = logging.getLogger("plot_results")
 
@@ -83,9 +83,8 @@ def plot(
 
     sources: list[str] = []
     for s in summaries:
-        sources += [ds for ds in s if ds != ALL and ds not in sources]
-    if any(ALL in s for s in summaries):
-        sources.append(ALL)
+        sources += [ds for ds in s if ds not in (ALL, MACRO) and ds not in sources]
+    sources += [avg for avg in (ALL, MACRO) if any(avg in s for s in summaries)]
     width = 0.8 / max(len(summaries), 1)
     fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * len(sources) + 2), 4.5))
     for i, (summary, label) in enumerate(zip(summaries, labels)):

@@ -2,11 +2,15 @@
 
 Accepts the generator's output and any jsonl whose lines carry at least ``data_source``, ``answer``
 (or ``ground_truth``) and ``responses`` (a list of strings, or one string). Answers are extracted and
-verified again with ``luffy.scoring`` (math-verify, or option letters for multiple choice).
+verified again under ``--protocol``: ``luffy`` (the default, LUFFY's own scoring: the think format is
+decided from each line's ``prompt``, as LUFFY does, or forced with ``--add_think_before_answer True``;
+``--add_oat_evaluate True``, ``--any_true True``, ``--no_split_think True`` as in LUFFY's script) or
+``trainer`` (the trainer's reward: math-verify on the last boxed answer, option letters for multiple choice).
 
-Example::
+Examples::
 
-    python eval_scripts/score.py results/model.jsonl --summary_out results/model.summary.json
+    python eval_scripts/score.py results/model.jsonl --add_oat_evaluate True
+    python eval_scripts/score.py --protocol trainer results/model.jsonl --summary_out results/model.summary.json
 """
 
 from __future__ import annotations
@@ -23,11 +27,13 @@ from tqdm import tqdm
 
 from luffy.cli import add_debug_flag, user_errors_exit
 from luffy.data.errors import LuffyDataError
+from luffy.evaluation.luffy_args import add_protocol_args, luffy_options, resolve_protocol_args
 from luffy.evaluation.result_store import unique_records
 from luffy.evaluation.summary import format_table, summarize, write_summary
 from luffy.jsonl import iter_jsonl
-from luffy.scoring import get_verifier, score_responses
+from luffy.scoring import get_verifier
 from luffy.scoring.ground_truth import BadGroundTruth, ground_truth_text
+from luffy.scoring.protocols import LuffyOptions, score_with_protocol
 
 logger = logging.getLogger("score")
 
@@ -44,8 +50,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rescored_out", default=None, help="also write the re-scored lines to this jsonl")
     p.add_argument("--skip_bad", action="store_true", help="skip (and count) bad lines instead of failing")
     p.add_argument("--no_progress", action="store_true", help="hide the progress bar")
+    add_protocol_args(p, generate=False)
     add_debug_flag(p)
-    return p.parse_args(argv)
+    return resolve_protocol_args(p.parse_args(argv), generate=False)
 
 
 def normalize_line(row: Any, where: str) -> dict[str, Any]:
@@ -74,8 +81,10 @@ def normalize_line(row: Any, where: str) -> dict[str, Any]:
     return out
 
 
-def score_line(row: dict[str, Any]) -> dict[str, Any]:
-    """Add ``extracted`` and ``correct`` to a normalised line.
+def score_line(row: dict[str, Any], protocol: str = "trainer", opts: LuffyOptions | None = None) -> dict[str, Any]:
+    """Add ``extracted`` and ``correct`` to a normalised line, scored under ``protocol``.
+
+    Under ``luffy`` the line's ``prompt`` (empty when absent) decides the think format.
 
     An answer whose check ran past the verifier's deadline (or whose ground truth already had) counts
     as wrong; the line's location (``_where``) is logged and ``timeouts`` records how many of its
@@ -84,7 +93,10 @@ def score_line(row: dict[str, Any]) -> dict[str, Any]:
     extra = {key: row[key] for key in ("multiple_choice", "n_choices", "choices") if row.get(key) is not None}
     stats = get_verifier().stats
     before = stats["deadline_misses"]
-    scores = score_responses(row["data_source"], row["responses"], row["answer"], extra or None)
+    prompt = row.get("prompt") if isinstance(row.get("prompt"), str) else ""
+    scores = score_with_protocol(
+        protocol, row["data_source"], prompt, row["responses"], row["answer"], extra or None, opts
+    )
     row["timeouts"] = stats["deadline_misses"] - before
     if row["timeouts"]:
         logger.warning("%s: %d answer(s) past the verification deadline, counted wrong", row.get("_where"),
@@ -132,7 +144,9 @@ def main(argv: list[str] | None = None) -> int:
         logger.warning("skipped %d bad line(s)", bad)
     if not rows:
         raise BadLineError(f"no scorable lines in {', '.join(args.results)}")
-    scored = [score_line(r) for r in tqdm(rows, desc="scoring", disable=args.no_progress, file=sys.stderr)]
+    opts = luffy_options(args)
+    bar = tqdm(rows, desc="scoring", disable=args.no_progress, file=sys.stderr)
+    scored = [score_line(r, args.protocol, opts) for r in bar]
     timeouts = sum(r.pop("timeouts") for r in scored)
     for r in scored:
         r.pop("_where", None)
@@ -144,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     json_path = Path(args.summary_out) if args.summary_out else Path(args.results[0]).with_suffix(".summary.json")
     csv_path = json_path.with_suffix(".csv")
     write_summary(summary, json_path, csv_path)
+    print(f"protocol: {args.protocol}")
     print(format_table(summary))
     print(f"\nlines scored: {len(scored)}; bad lines skipped: {bad}; "
           f"answers past the verification deadline: {timeouts}")

@@ -65,7 +65,9 @@ def read_jsonl(path: Path) -> list[dict]:
 
 
 @pytest.mark.slow  # runs the script in a subprocess
-@pytest.mark.parametrize("script", ["generate_vllm.py", "score.py", "plot_results.py", "infer.py"])
+@pytest.mark.parametrize(
+    "script", ["generate_vllm.py", "score.py", "plot_results.py", "infer.py", "compare_protocols.py"]
+)
 def test_help(script: str) -> None:
     assert "usage" in run_script(script, "--help").stdout
 
@@ -88,7 +90,7 @@ def test_generate_parquet_own_template_matches_prompt(tmp_path: Path, tiny_model
     out = tmp_path / "pq.jsonl"
     args = [
         "--engine", "hf", "--cpu_threads", "1", "--model_path", tiny_model, "--input_file", parquet,
-        "--output_file", out,
+        "--output_file", out, "--protocol", "trainer",
         "--max_tokens", "4", "--data_sources", "aime", "math", "--limit_per_source", "1", "--no_progress",
     ]  # fmt: skip
     assert run_main("generate_vllm.py", *args) == 0
@@ -110,7 +112,7 @@ def resumed_run(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path, eval
         "--engine", "hf", "--cpu_threads", "1", "--model_path", tiny_model,
         "--input_file", eval_data_dir / "eval_sample.jsonl",
         "--output_file", out, "--max_tokens", "24", "--n", "2", "--limit_per_source", "2",
-        "--summary_out", summary, "--no_progress",
+        "--summary_out", summary, "--no_progress", "--protocol", "trainer",
     ]  # fmt: skip
     proc = subprocess.Popen(
         _script("generate_vllm.py", *args), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
@@ -153,6 +155,7 @@ def test_generate_jsonl_end_to_end(resumed_run: dict) -> None:
     data = json.loads(resumed_run["summary"].read_text())
     assert set(data) == {
         "aime24", "aime25", "amc", "math500", "minerva", "olympiad_bench", "arc_c", "gpqa_diamond", "mmlu_pro", "all",
+        "macro",
     }  # fmt: skip
     for key in ("n_problems", "avg@n", "pass@1", "pass@2", "maj@n", "mean_response_tokens"):
         assert key in data["all"]
@@ -169,7 +172,7 @@ def test_score_script(tmp_path: Path, caplog: pytest.LogCaptureFixture, capsys: 
     ]
     results.write_text("".join(json.dumps(r) + "\n" for r in rows))
     summary = tmp_path / "s.json"
-    assert run_main("score.py", results, "--summary_out", summary, "--no_progress") == 0
+    assert run_main("score.py", results, "--protocol", "trainer", "--summary_out", summary, "--no_progress") == 0
     data = json.loads(summary.read_text())
     assert data["math"]["n_problems"] == 2
     assert data["gpqa"]["avg@n"] == 1.0
@@ -178,11 +181,11 @@ def test_score_script(tmp_path: Path, caplog: pytest.LogCaptureFixture, capsys: 
     with results.open("a") as fh:
         fh.write('{"data_source": "math", "responses": ["x"]}\n')
     caplog.clear()
-    assert run_main("score.py", results, "--summary_out", summary, "--no_progress") == 2
+    assert run_main("score.py", results, "--protocol", "trainer", "--summary_out", summary, "--no_progress") == 2
     err = capsys.readouterr().err
     assert "error: " in err and "r.jsonl:4" in err and "answer" in err
     caplog.clear()
-    assert run_main("score.py", results, "--summary_out", summary, "--skip_bad", "--no_progress") == 0
+    assert run_main("score.py", results, "--protocol", "trainer", "--summary_out", summary, "--skip_bad") == 0
     assert "skipped 1 bad line" in caplog.text
 
 

@@ -79,7 +79,7 @@ def test_summary_per_source_and_all() -> None:
         },
     ]
     summary = summarize(records)
-    assert list(summary) == ["gpqa", "math", "all"]
+    assert list(summary) == ["gpqa", "math", "all", "macro"]
     math_s = summary["math"]
     assert math_s["n_problems"] == 2 and math_s["n"] == 4
     assert math_s["avg@n"] == pytest.approx(5 / 8)

@@ -10,7 +10,8 @@ actor's (``training/rollout_probs_diff_max`` at step 2), and the run's ``/dev/sh
 No validation, checkpoint or figure: other tests cover those, and each costs seconds here.
 
 Evaluation: ``generate_vllm.py`` once per engine on the 36-problem sample (greedy, token ids saved), so
-one vLLM start serves both the file comparison and the token-id comparison.
+one vLLM start serves both the file comparison and the token-id comparison; and LUFFY's README evaluation
+command as written (paths aside) with ``--engine vllm``.
 """
 
 from __future__ import annotations
@@ -230,3 +231,13 @@ def test_greedy_token_ids_equal_hf(generated, tiny_vllm_model):
             ref = ref[: ref.index(tok.eos_token_id) + 1]
         assert row["token_ids"][0] == ref, row["id"]
         assert tok.decode(ref, skip_special_tokens=True) == row["responses"][0]
+
+
+def test_luffy_readme_command_with_vllm(tiny_vllm_model, tmp_path):
+    """LUFFY's README evaluation block (paths aside) on vLLM's CPU build: LUFFY's protocol end to end."""
+    from _luffy_readme import run_readme_block
+    from test_protocols import check_readme_run
+
+    proc = run_readme_block(tmp_path, tiny_vllm_model, "luffy", "vllm", timeout_s=END_TO_END_S)
+    check_readme_run(proc, tmp_path, tiny_vllm_model, "luffy")
+    assert "vLLM on CPU" in proc.stderr  # the engine really was vLLM's CPU build

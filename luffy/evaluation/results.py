@@ -1,7 +1,7 @@
 """Resumable jsonl results: one line per finished problem, appended and flushed as it completes.
 
 Each line records what it depends on: ``problem_hash`` (the problem's source, question and answer)
-and ``settings`` (model, template, sampling). A rerun on the same file resumes only when both agree
+and ``settings`` (model, template, sampling, scoring protocol). A rerun on the same file resumes only when both agree
 (:func:`resume_plan`); otherwise it refuses, saying what differs, instead of mixing two runs.
 """
 
@@ -18,7 +18,7 @@ from luffy.data.errors import LuffyDataError
 
 logger = logging.getLogger(__name__)
 
-#: Generation settings a result depends on; a resumed run must match all of them.
+#: Generation and scoring settings a result depends on; a resumed run must match all of them.
 SETTING_KEYS = (
     "model_path",
     "template",
@@ -29,6 +29,12 @@ SETTING_KEYS = (
     "max_tokens",
     "seed",
     "max_model_len",
+    "protocol",
+    "add_think_before_answer",
+    "no_split_think",
+    "add_oat_evaluate",
+    "any_true",
+    "skip_scoring",
 )
 
 

@@ -1,4 +1,8 @@
-"""Per-data-source metrics over scored results, as a table, JSON and CSV."""
+"""Per-data-source metrics over scored results, as a table, JSON and CSV.
+
+Two averages follow the sources: ``all`` pools the problems (a 500-problem set outweighs a 30-problem
+one) and ``macro`` is the plain mean of the per-source values, as LUFFY's "Avg." column is.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,10 @@ from luffy.data.errors import LuffyDataError
 from luffy.scoring.metrics import majority_vote, pass_at_k
 
 ALL = "all"
+MACRO = "macro"
+LABELS = {ALL: "all (pooled problems)", MACRO: "macro (mean of sources)"}
+"""How the two averages are labelled in the printed table (JSON and CSV keep the keys)."""
+_RATE_PREFIXES = ("avg@", "pass@", "maj@")
 
 
 class BadRecordError(LuffyDataError):
@@ -84,10 +92,19 @@ def summarize_group(records: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def summarize(records: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Summary per ``data_source`` (sorted) and over all problems pooled (key ``"all"``).
+def macro_average(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean over per-source summary rows of each rate (avg@n, pass@k, maj@n, answered) they all have."""
+    keys = [k for k in rows[0] if (k.startswith(_RATE_PREFIXES) or k == "answered") and all(k in r for r in rows)]
+    out: dict[str, Any] = {"n_sources": len(rows)}
+    out.update({k: sum(float(r[k]) for r in rows) / len(rows) for k in keys})
+    return out
 
-    Records with no responses are ignored.
+
+def summarize(records: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Summary per ``data_source`` (sorted), over all problems pooled (key ``"all"``) and the mean of
+    the per-source rates (key ``"macro"``).
+
+    Records with no responses (or not scored) are ignored.
     """
     groups: dict[str, list[dict[str, Any]]] = {}
     for r in records:
@@ -97,6 +114,7 @@ def summarize(records: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     pooled = [r for ds in sorted(groups) for r in groups[ds]]
     if pooled:
         summary[ALL] = summarize_group(pooled)
+        summary[MACRO] = macro_average([summary[ds] for ds in sorted(groups)])
     return summary
 
 
@@ -115,10 +133,10 @@ def format_table(summary: dict[str, dict[str, Any]]) -> str:
     header = ["data_source", *cols]
     rows = []
     for ds, metrics in summary.items():
-        cells = [ds]
+        cells = [LABELS.get(ds, ds)]
         for c in cols:
             v = metrics.get(c, "")
-            if isinstance(v, float) and (c.startswith(("avg@", "pass@", "maj@")) or c == "answered"):
+            if isinstance(v, float) and (c.startswith(_RATE_PREFIXES) or c == "answered"):
                 cells.append(f"{100 * v:.1f}")
             elif isinstance(v, float):
                 cells.append(f"{v:.1f}")

@@ -4,7 +4,8 @@ This file has two roles:
 
 * ``verify_answer`` is imported in-process (baseline, fallback) by :mod:`luffy.scoring.math_verify_bounded`;
 * run as a script (``python _mv_worker.py``) it becomes a long-lived worker that reads one JSON request
-  per line on stdin (``[gold, pred]``) and answers ``1``/``0``/``E`` per line on stdout.
+  per line on stdin (``[gold, pred]``, or ``[gold, text, mode]`` for :func:`verify_text`) and answers
+  ``1``/``0``/``E`` per line on stdout.
 
 It imports nothing from ``luffy`` so that the worker starts without the package being importable.
 math-verify turns LaTeX into sympy expressions; no text is ever evaluated as Python code. Its own
@@ -80,6 +81,35 @@ def verify_answer(gold: str, pred: str) -> bool:
         return False
 
 
+def verify_text(gold: str, text: str, mode: str) -> bool:
+    """math-verify as other evaluation protocols call it (``mode``), no time bound here.
+
+    ``"luffy"``: LUFFY's evaluation script: the whole ``text`` (a response) parsed with math-verify's
+    default extraction, against the ground truth wrapped as ``$gold$``.
+    ``"oat"``: the last step of OAT's boxed grader: both answers ``$``-wrapped unless they hold a ``$``,
+    the LaTeX (boxed first) or plain-expression extractor, no fallback.
+    """
+    from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
+
+    if mode not in ("luffy", "oat"):
+        raise ValueError(f"unknown mode {mode!r}")
+    _configs()  # silences math-verify's timeout notice
+    try:
+        if mode == "luffy":
+            gold_parsed = parse(f"${gold}$", parsing_timeout=None)
+            pred_parsed = parse(text, parsing_timeout=None)
+        else:
+            config = (LatexExtractionConfig(boxed_match_priority=0), ExprExtractionConfig())
+            # OAT passes ``extraction_mode=["first_match"]``, a list, which math-verify compares with a string
+            # and so runs as its default "any_match": reproduced here as what actually runs.
+            kwargs = dict(extraction_config=config, fallback_mode="no_fallback", parsing_timeout=None)
+            gold_parsed = parse(gold if "$" in gold else f"${gold}$", **kwargs)
+            pred_parsed = parse(text if "$" in text else f"${text}$", **kwargs)
+        return bool(verify(gold_parsed, pred_parsed, timeout_seconds=None))
+    except Exception:  # noqa: BLE001 - any parser/sympy failure means "not verified"
+        return False
+
+
 def _limit_memory() -> None:
     """Cap the worker's address space (``LUFFY_SCORING_MAX_MEM_MB``, 0 disables)."""
     mb = int(os.environ.get("LUFFY_SCORING_MAX_MEM_MB", "0") or 0)
@@ -105,8 +135,12 @@ def main() -> None:
     out.flush()
     for line in sys.stdin:
         try:
-            gold, pred = json.loads(line)
-            reply = "1" if verify_answer(str(gold), str(pred)) else "0"
+            request = json.loads(line)
+            if len(request) == 3:
+                ok = verify_text(str(request[0]), str(request[1]), str(request[2]))
+            else:
+                ok = verify_answer(str(request[0]), str(request[1]))
+            reply = "1" if ok else "0"
         except MemoryError:
             reply = "E"
         except Exception:  # noqa: BLE001

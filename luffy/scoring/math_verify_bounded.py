@@ -44,6 +44,8 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT_S = float(os.environ.get("LUFFY_SCORING_TIMEOUT", "5"))
 DEFAULT_MAX_MEMORY_MB = int(os.environ.get("LUFFY_SCORING_MAX_MEM_MB", "4096"))
+MAX_TEXT_CHARS = 200_000
+"""Longest response :meth:`BoundedVerifier.verify_text` hands to math-verify whole."""
 _WORKER_SCRIPT = Path(__file__).with_name("_mv_worker.py")
 _THOUSANDS_RE = re.compile(r"^-?\d{1,3}(,\d{3})+(\.\d+)?$")
 
@@ -193,10 +195,11 @@ class _Worker:
         line, self._buf = self._buf.split(b"\n", 1)
         return line.decode("ascii", "replace").strip()
 
-    def ask(self, gold: str, pred: str, timeout_s: float) -> str | None:
+    def ask(self, gold: str, pred: str, timeout_s: float, mode: str | None = None) -> str | None:
         """Send one comparison; the reply ("1", "0", "E") or None on timeout/death."""
+        request = [gold, pred] if mode is None else [gold, pred, mode]
         try:
-            self.proc.stdin.write((json.dumps([gold, pred]) + "\n").encode("utf-8"))
+            self.proc.stdin.write((json.dumps(request) + "\n").encode("utf-8"))
             self.proc.stdin.flush()
         except (BrokenPipeError, OSError, ValueError):
             return None
@@ -248,7 +251,7 @@ class BoundedVerifier:
         self.timeout_s = timeout_s
         self.max_memory_mb = max_memory_mb
         self.startup_timeout_s = startup_timeout_s
-        self._cache: OrderedDict[tuple[str, str], bool] = OrderedDict()
+        self._cache: OrderedDict[tuple, bool] = OrderedDict()
         # Ground truths whose check ran out of time against a plain-number answer: the ground truth is what
         # is slow, so its later answers are refused at once instead of each costing the deadline.
         self._slow_golds: OrderedDict[str, None] = OrderedDict()
@@ -325,7 +328,7 @@ class BoundedVerifier:
         self._started = False
 
     # ----------------------------------------------------------------- verification
-    def _remember(self, key: tuple[str, str], verdict: bool) -> None:
+    def _remember(self, key: tuple, verdict: bool) -> None:
         with self._lock:
             self._cache[key] = verdict
             if len(self._cache) > self._cache_size:
@@ -363,6 +366,12 @@ class BoundedVerifier:
         if gold in self._slow_golds:
             self._count("slow_gold", "deadline_misses")
             return False
+        verdict = self._ask_worker(gold, pred, None)
+        self._remember(key, verdict)
+        return verdict
+
+    def _ask_worker(self, gold: str, pred: str, mode: str | None) -> bool:
+        """One comparison in a worker process, within the deadline (a late or dead worker: False)."""
         if self._closed:
             raise RuntimeError("BoundedVerifier is closed")
         if not self._started or os.getpid() != self._pid:
@@ -372,13 +381,13 @@ class BoundedVerifier:
         except queue.Empty:
             logger.error("no verification worker available; counting answer as not verified")
             return False
-        reply = worker.ask(gold, pred, self.timeout_s)
+        reply = worker.ask(gold, pred, self.timeout_s, mode)
         if reply is None:
             self._count("timeouts", "deadline_misses")
             logger.warning("math verification exceeded %.1fs; pred=%r", self.timeout_s, pred[:80])
             self._replace_async(worker)
             verdict = False
-            if _rational(normalize_answer(pred)) is not None:
+            if mode is None and _rational(normalize_answer(pred)) is not None:
                 logger.warning(
                     "ground truth %r... is slow to check; its later answers count as not verified", gold[:60]
                 )
@@ -390,6 +399,31 @@ class BoundedVerifier:
             self._idle.put(worker)
             self._count("worker", *(("errors",) if reply == "E" else ()))
             verdict = reply == "1"
+        return verdict
+
+    def verify_text(self, gold: str, text: str, mode: str) -> bool:
+        """math-verify called the way another evaluation protocol calls it (see ``_mv_worker.verify_text``):
+        ``mode="luffy"`` parses a whole response, ``mode="oat"`` one boxed answer. Same deadline and
+        memory cap as :meth:`verify`; texts over ``MAX_TEXT_CHARS`` count as not verified."""
+        text = str(text)
+        if not text.strip():
+            return False
+        try:
+            gold = ground_truth_text(gold)
+        except BadGroundTruth as err:
+            self._count("refused")
+            logger.warning("ground truth refused (%s); answer counted as not verified", err)
+            return False
+        if len(text) > MAX_TEXT_CHARS:
+            self._count("refused")
+            return False
+        key = (gold, text, mode)
+        with self._lock:
+            cached = self._cache.get(key)
+        if cached is not None:
+            self._count("cached")
+            return cached
+        verdict = self._ask_worker(gold, text, mode)
         self._remember(key, verdict)
         return verdict
 
