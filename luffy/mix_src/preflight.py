@@ -10,6 +10,8 @@
   and message, as ``LuffyRLHFDataset`` at load time, on that column only);
 - ``rollout.name=vllm`` on the CPU platform needs vLLM's CPU build and a head size of 32 or more
   (:func:`luffy.cpu.vllm_support.check_vllm_rollout_on_cpu`);
+- a run that asks for GPUs: usable CUDA devices, optional packages, per-GPU memory and checkpoint disk
+  (:mod:`luffy.mix_src.gpu_preflight`);
 - without the ``flash_attn`` package the actor uses ``sdpa`` instead of veRL's default
   ``flash_attention_2`` (one log line says so).
 """
@@ -27,6 +29,7 @@ from urllib.parse import urlparse
 from omegaconf import OmegaConf, open_dict
 
 from luffy.cpu.vllm_support import check_vllm_rollout_on_cpu
+from luffy.mix_src.gpu_preflight import check_gpu_run
 
 ROPE_SCALED_TYPES = ("linear", "dynamic", "yarn", "longrope", "llama3")
 WANDB_OFFLINE_MODES = ("offline", "disabled", "dryrun")
@@ -196,4 +199,5 @@ def preflight(config: Any) -> None:
     rollout = OmegaConf.select(config, "actor_rollout_ref.rollout.name", default=None)  # "???" in veRL's yaml
     check_vllm_rollout_on_cpu(rollout, config.actor_rollout_ref.model.path)
     check_training_targets(config)
+    check_gpu_run(config)
     choose_attention(config)
