@@ -126,6 +126,25 @@ def test_baseline_recipes_compose_with_their_settings(tmp_path):
     assert cfg.data.train_files == "data/openr1_complement/train.parquet"
 
 
+def test_train_sh_defaults_pass_the_memory_estimate_on_8x80gb(tmp_path):
+    """train.sh as a user starts it (Qwen2.5-Math-7B's sizes at MODEL_PATH) on eight 80 GB cards: no refusal;
+    without its optimizer offload the rollout phase would be refused."""
+    from test_gpu_budget import H100_GIB, QWEN_MATH_7B
+
+    from luffy.mix_src import gpu_preflight as gp
+
+    model = tmp_path / "Qwen2.5-Math-7B-16k"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps(QWEN_MATH_7B))
+    h100 = gp.DeviceFacts("2.11.0+cu130", "13.0", True, 8, "580.95.05", H100_GIB, "NVIDIA H100 80GB HBM3")
+    cfg = _compose_recipe(_recipe_overrides("train.sh", tmp_path, MODEL_PATH=str(model)))
+    assert cfg.actor_rollout_ref.actor.strategy == "fsdp2" and cfg.actor_rollout_ref.ref.strategy == "fsdp2"
+    gp.check_gpu_run(cfg, h100, {}, 10**13, log=lambda line: None)
+    no_offload = _compose_recipe(_recipe_overrides("train.sh", tmp_path, MODEL_PATH=str(model), OPTIM_OFFLOAD="false"))
+    with pytest.raises(ValueError, match="during rollout is estimated at"):
+        gp.check_gpu_run(no_offload, h100, {}, 10**13, log=lambda line: None)
+
+
 def test_sft_rl_refuses_a_checkpoint_without_an_hf_model(tmp_path):
     step = tmp_path / "sft" / "global_step_3"
     step.mkdir(parents=True)

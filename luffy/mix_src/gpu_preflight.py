@@ -230,12 +230,14 @@ def check_memory(shape: gb.ModelShape, run: gb.GpuRun, card_gib: float, device: 
         if est.fits:
             continue
         fixes = []
-        if not (run.optimizer_offload or run.offload_policy) and _fits(phase, shape, run, card_gib, optimizer_offload=True):
+        offloaded = run.optimizer_offload or run.offload_policy
+        if not offloaded and _fits(phase, shape, run, card_gib, optimizer_offload=True):
             fixes.append("actor_rollout_ref.actor.fsdp_config.optimizer_offload=true (OPTIM_OFFLOAD=true)")
         if phase is gb.rollout_phase:
             util = gb.max_gpu_memory_utilization(shape, run, card_gib)
             if util > 0:
-                fixes.append(f"actor_rollout_ref.rollout.gpu_memory_utilization={util:.2f} (ROLLOUT_GPU_MEM={util:.2f})")
+                key = "actor_rollout_ref.rollout.gpu_memory_utilization"
+                fixes.append(f"{key}={util:.2f} (ROLLOUT_GPU_MEM={util:.2f})")
         else:
             if not run.gradient_checkpointing and _fits(phase, shape, run, card_gib, gradient_checkpointing=True):
                 fixes.append("actor_rollout_ref.model.enable_gradient_checkpointing=true")
@@ -271,7 +273,7 @@ def disk_warning(config: Any, n_params: int, free_bytes: int | None = None) -> s
     path = str(trainer.default_local_dir)
     free = _free_bytes(path) if free_bytes is None else free_bytes
     need = one * (at_once or 2)
-    if free >= need and at_once is not None:
+    if free >= need and (at_once is not None or one < 10**9):
         return None
     how = (
         f"up to {at_once} at once (trainer.max_actor_ckpt_to_keep={kept})"

@@ -38,7 +38,7 @@ class MixActorRolloutRefWorker(ActorRolloutRefWorker):
         # veRL builds the actor's dataclass config inside init_model and binds it to its default loss;
         # overriding here reuses that exact config object for LUFFY's loss.
         if use_fp32_logprobs_without_flash_attn():
-            print("[luffy] no flash-attn cross-entropy: the actor's log-probs come from fp32 logits, chunked", flush=True)
+            print("[luffy] no flash-attn cross-entropy: actor log-probs come from fp32 logits, chunked", flush=True)
         super().init_model()
         if self.actor is None:
             return
