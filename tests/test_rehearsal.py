@@ -1,7 +1,7 @@
 """CPU rehearsals of the GPU recipes (exp_scripts/rehearse_cpu.py), run through the recipe scripts themselves.
 
 - ``train.sh``: 2 steps with the recipe's dynamic batch size, remove-padding and checkpointing, the
-  flash-attn -> sdpa fallback, validation (before training and at the end) on a ``prepare_eval.py``
+  flash-attn -> sdpa fallback and the worker's fp32 log-probs, validation (before training and at the end) on a ``prepare_eval.py``
   parquet with per-``data_source`` metrics, no wandb configured;
 - ``train_sft_rl.sh`` (on-policy GRPO from an SFT checkpoint, written here in veRL's SFT output layout) with
   ``NNODES=2`` on a two-node Ray cluster on this machine (the node IP Ray detects) that this test starts
@@ -217,8 +217,11 @@ def test_train_sh_rehearsal_two_steps_dynamic_bsz_and_eval_validation(tmp_path):
     out, log = _run(tmp_path, "--script", "train.sh", "--steps", "2")
     assert "CPU rehearsal: settings swapped" in log and "hf_cpu" in log
     assert "[luffy] flash-attn is not installed: the actor uses attn_implementation=sdpa" in log
+    assert "[luffy] no flash-attn cross-entropy: actor log-probs come from fp32 logits, chunked" in log  # the worker
     recorded = dict(a.split("=", 1) for a in (out / "recipe_overrides.txt").read_text().splitlines())
     assert recorded["actor_rollout_ref.actor.use_dynamic_bsz"] == "true"
+    assert recorded["actor_rollout_ref.actor.strategy"] == "fsdp2"  # the recipe's own engine, not swapped
+    assert recorded["actor_rollout_ref.actor.fsdp_config.optimizer_offload"] == "true"
     assert recorded["data.val_files"].endswith("valid.eval.parquet")
     metrics = _metrics(out)
     train_steps = [s for s, m in metrics.items() if "actor/pg_loss" in m]
