@@ -23,25 +23,22 @@ class _ChunkedFp32LogProbs(torch.autograd.Function):
     @staticmethod
     def forward(ctx, logits: torch.Tensor, labels: torch.Tensor, chunk: int) -> torch.Tensor:
         out = torch.empty(logits.shape[0], dtype=torch.float32, device=logits.device)
-        lse = torch.empty_like(out)
         for start in range(0, logits.shape[0], chunk):
-            rows = logits[start : start + chunk].float()
-            lse[start : start + chunk] = torch.logsumexp(rows, dim=-1)
-            picked = rows.gather(-1, labels[start : start + chunk].unsqueeze(-1)).squeeze(-1)
-            out[start : start + chunk] = picked - lse[start : start + chunk]
-        ctx.save_for_backward(logits, labels, lse)
+            logp = torch.log_softmax(logits[start : start + chunk], dim=-1, dtype=torch.float32)
+            out[start : start + chunk] = logp.gather(-1, labels[start : start + chunk].unsqueeze(-1)).squeeze(-1)
+        ctx.save_for_backward(logits, labels)
         ctx.chunk = chunk
         return out
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
-        logits, labels, lse = ctx.saved_tensors
+        logits, labels = ctx.saved_tensors
         grad = torch.empty_like(logits)
         for start in range(0, logits.shape[0], ctx.chunk):
             stop = start + ctx.chunk
-            # d log p(y) / d logits = onehot(y) - softmax(logits)
-            g = torch.exp(logits[start:stop].float() - lse[start:stop].unsqueeze(-1))
-            g.neg_().scatter_add_(-1, labels[start:stop].unsqueeze(-1), torch.ones_like(g[:, :1]))
+            # d log p(y) / d logits = onehot(y) - softmax(logits), in fp32, scaled by the incoming gradient
+            g = torch.softmax(logits[start:stop], dim=-1, dtype=torch.float32).neg_()
+            g.scatter_add_(-1, labels[start:stop].unsqueeze(-1), torch.ones_like(g[:, :1]))
             grad[start:stop] = g.mul_(grad_out[start:stop].unsqueeze(-1))
         return grad, None, None
 
