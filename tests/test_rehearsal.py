@@ -1,8 +1,8 @@
 """CPU rehearsals of the GPU recipes (exp_scripts/rehearse_cpu.py), run through the recipe scripts themselves.
 
 - ``train.sh``: 2 steps with the recipe's dynamic batch size, remove-padding and checkpointing, the
-  flash-attn -> sdpa fallback and the worker's fp32 log-probs, validation (before training and at the end) on a ``prepare_eval.py``
-  parquet with per-``data_source`` metrics, no wandb configured;
+  flash-attn -> sdpa fallback and the worker's fp32 log-probs, validation (before training and at the
+  end) on a ``prepare_eval.py`` parquet with per-``data_source`` metrics, no wandb configured;
 - ``train_sft_rl.sh`` (on-policy GRPO from an SFT checkpoint, written here in veRL's SFT output layout) with
   ``NNODES=2`` on a two-node Ray cluster on this machine (the node IP Ray detects) that this test starts
   (its own temp dir and ports) and stops: 1 step, no targets, no validation, ranks on both nodes, no Ray
