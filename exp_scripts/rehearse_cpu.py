@@ -58,8 +58,6 @@ SWAPS: dict[str, str] = {
 #: keys the recipe leaves at veRL's GPU defaults, set for the CPU (and the step count).
 ADDITIONS: dict[str, str] = {
     "trainer.device": "cpu",
-    "actor_rollout_ref.actor.strategy": "fsdp2",  # veRL's FSDP1 engine places modules on CUDA
-    "actor_rollout_ref.ref.strategy": "fsdp2",
     "actor_rollout_ref.actor.fsdp_config.dtype": "float32",  # bf16 on GPU
     "actor_rollout_ref.actor.use_torch_compile": "false",
     "actor_rollout_ref.rollout.checkpoint_engine.backend": "naive",  # weight sync without NCCL

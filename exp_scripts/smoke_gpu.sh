@@ -2,7 +2,8 @@
 # Short LUFFY run on one GPU: the tiny random-weight model from luffy.tiny, a few steps, one
 # validation, a checkpoint. Rollout with vLLM when it is installed, else luffy's transformers server.
 #   exp_scripts/smoke_gpu.sh [extra hydra overrides]
-# Environment: OUT_DIR, SAMPLE_JSONL, STEPS, BATCH, N, N_PREFIX, PROMPT_LEN, RESPONSE_LEN, ROLLOUT (vllm|hf_cpu)
+# Environment: OUT_DIR, SAMPLE_JSONL, STEPS, BATCH, N, N_PREFIX, PROMPT_LEN, RESPONSE_LEN, ROLLOUT (vllm|hf_cpu),
+#   TINY_HIDDEN_SIZE (256: head size 64, which every vLLM GPU attention backend accepts; luffy.tiny.GPU_HIDDEN_SIZE)
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -18,6 +19,7 @@ N="${N:-4}"
 N_PREFIX="${N_PREFIX:-1}"
 PROMPT_LEN="${PROMPT_LEN:-512}"
 RESPONSE_LEN="${RESPONSE_LEN:-256}"
+TINY_HIDDEN_SIZE="${TINY_HIDDEN_SIZE:-256}"
 if [[ -z "${ROLLOUT:-}" ]]; then
   if "${PYTHON}" -c "import vllm" 2>/dev/null; then ROLLOUT=vllm; else ROLLOUT=hf_cpu; fi
 fi

@@ -15,9 +15,13 @@
 #               (WANDB_API_KEY or `wandb login`); LOGGER='[console,wandb]' asks for it explicitly
 #   PYTHON      interpreter running the trainer (the CPU rehearsal, exp_scripts/rehearse_cpu.py, puts
 #               its own here to swap the GPU-only settings)
+#   ROLLOUT_GPU_MEM, OPTIM_OFFLOAD  vLLM's share of each GPU's total memory (0.8) and the actor's Adam state
+#               on the CPU between updates (true): with both the estimate fits an 80 GB card (README:
+#               Before your first GPU run); on 141 GB cards OPTIM_OFFLOAD=false saves the copies
 # Before Ray starts the trainer refuses a model context shorter than PROMPT_LEN + RESPONSE_LEN, wandb
-# without credentials and a training file without targets, and uses sdpa attention when flash-attn is
-# not installed (it says so).
+# without credentials, a training file without targets, and on GPUs: no usable CUDA, too few devices, a
+# per-GPU memory estimate over the card; it warns when flash-attn or torchcodec does not import and when
+# the kept checkpoints would not fit the disk, and uses sdpa attention when flash-attn is not installed.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -52,7 +56,8 @@ PROMPT_LEN="${PROMPT_LEN:-1024}"
 RESPONSE_LEN="${RESPONSE_LEN:-8192}"
 TOKENS_PER_GPU="${TOKENS_PER_GPU:-32768}"     # dynamic batch size, tokens per GPU micro-batch
 ROLLOUT_TP="${ROLLOUT_TP:-2}"
-ROLLOUT_GPU_MEM="${ROLLOUT_GPU_MEM:-0.8}"
+ROLLOUT_GPU_MEM="${ROLLOUT_GPU_MEM:-0.8}"       # share of each GPU's total memory (veRL 0.9.1's vLLM server)
+OPTIM_OFFLOAD="${OPTIM_OFFLOAD:-true}"          # Adam state on the CPU between updates (80 GB cards)
 EPOCHS="${EPOCHS:-30}"
 SAVE_FREQ="${SAVE_FREQ:-50}"
 TEST_FREQ="${TEST_FREQ:-10}"
@@ -69,6 +74,8 @@ TEST_FREQ="${TEST_FREQ:-10}"
   actor_rollout_ref.model.path="${MODEL_PATH}" \
   actor_rollout_ref.model.use_remove_padding=true \
   actor_rollout_ref.model.enable_gradient_checkpointing=true \
+  actor_rollout_ref.actor.strategy=fsdp2 \
+  actor_rollout_ref.actor.fsdp_config.optimizer_offload="${OPTIM_OFFLOAD}" \
   actor_rollout_ref.actor.optim.lr="${LR}" \
   actor_rollout_ref.actor.ppo_mini_batch_size="${MINI_BATCH}" \
   actor_rollout_ref.actor.use_dynamic_bsz=true \

@@ -7,7 +7,8 @@ hold for any string, which the off-policy tokenisation relies on.
 
 Command line: ``python -m luffy.tiny OUT_DIR [--corpus FILE ...] [--hidden_size N]`` writes both into
 ``OUT_DIR``. The default hidden size 64 (head size 16) keeps the CPU tests fast; vLLM's CPU attention
-needs a head size of at least 32, hence ``--hidden_size 128`` (:data:`VLLM_CPU_HIDDEN_SIZE`) there.
+needs a head size of at least 32, hence ``--hidden_size 128`` (:data:`VLLM_CPU_HIDDEN_SIZE`) there, and
+the GPU smoke run uses 256 (:data:`GPU_HIDDEN_SIZE`, head size 64).
 """
 
 from __future__ import annotations
@@ -28,6 +29,9 @@ NUM_ATTENTION_HEADS = 4
 DEFAULT_HIDDEN_SIZE = 64
 VLLM_CPU_HIDDEN_SIZE = 128
 """Smallest hidden size whose head size (hidden / 4 heads = 32) vLLM's CPU attention accepts."""
+GPU_HIDDEN_SIZE = 256
+"""Head size 64: accepted by vLLM's GPU attention backends (FlashAttention: multiples of 8 up to 256;
+FlashInfer: 64, 128, 256, 512; ROCm AITER: 64, 128, 256), where 32 is not by FlashInfer."""
 
 # Qwen2.5's template, reduced to plain messages: a system turn if given, each message framed by
 # <|im_start|>role\n ... <|im_end|>\n, and "<|im_start|>assistant\n" as the generation prompt.

@@ -177,6 +177,23 @@ TOUCHES: tuple[VerlTouch, ...] = (
     ),
     VerlTouch(
         "private",
+        "verl.workers.engine.fsdp.transformer_impl:FSDPEngineWithLMHead.prepare_model_outputs",
+        "verl_compat.set_engine_logprobs (mix_src.logprobs, MixActorRolloutRefWorker.init_model)",
+        "without flash-attn the token log-probs come out in bf16; this method looks up the module-level name "
+        "logprobs_from_logits(logits=, labels=, inplace_backward=) on (tokens, vocab) logits at each call, so "
+        "rebinding that name in the worker process swaps the kernel without copying the method",
+        "5239f536e8f6",
+    ),
+    VerlTouch(
+        "relies on",
+        "verl.utils.torch_functional:logprobs_from_logits",
+        "mix_src.logprobs.use_fp32_logprobs_without_flash_attn",
+        "replaced only where it would fall back to logprobs_from_logits_v2 (no flash-attn cross-entropy, no "
+        "torch_npu): the replacement keeps its signature and returns fp32 as its flash-attn path does",
+        "dffd21fe40eb",
+    ),
+    VerlTouch(
+        "private",
         "verl.workers.engine.base:EngineRegistry",
         "verl_compat.registered_engines (cpu.engine)",
         "EngineRegistry._engines is read so a second plugin load does not re-register (register asserts)",
@@ -382,6 +399,13 @@ def register_rollout_adapter(name: str, mode: str, class_path: str) -> None:
     from verl.workers.rollout.base import _ROLLOUT_REGISTRY
 
     _ROLLOUT_REGISTRY[(name, mode)] = class_path
+
+
+def set_engine_logprobs(fn: Any) -> None:
+    """Make veRL's FSDP engine compute token log-probs with ``fn(logits, labels, inplace_backward)`` (this process)."""
+    from verl.workers.engine.fsdp import transformer_impl
+
+    transformer_impl.logprobs_from_logits = fn
 
 
 def bound_loss_config(worker: Any) -> Any:

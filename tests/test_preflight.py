@@ -11,6 +11,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import torch
 from omegaconf import OmegaConf
 
 from luffy.mix_src import preflight as pf
@@ -151,9 +152,10 @@ def test_attention_falls_back_to_sdpa_without_flash_attn(monkeypatch, capsys):
 
 
 @pytest.mark.slow  # starts the entry point or Ray in a subprocess
-@pytest.mark.parametrize("case", ["context", "wandb", "targets"])
+@pytest.mark.parametrize("case", ["context", "wandb", "targets", "gpu"])
 def test_entry_point_refuses_before_ray(case, tiny_model_dir, tmp_path):
-    """The three refusals as a user meets them: one line on stderr, non-zero exit, no Ray."""
+    """The refusals as a user meets them: one line on stderr, non-zero exit, no Ray ("gpu": this machine's
+    own CPU build of torch, asked for the default GPUs)."""
     eval_file = _parquet(tmp_path / "valid.parquet", data_source=["a", "b", "c"])
     args = [
         f"actor_rollout_ref.model.path={tiny_model_dir}",
@@ -171,6 +173,12 @@ def test_entry_point_refuses_before_ray(case, tiny_model_dir, tmp_path):
     elif case == "wandb":
         args += ["trainer.logger=[console,wandb]"]
         expected = "asks for wandb, but no wandb credentials"
+    elif case == "gpu":
+        if torch.version.cuda is not None:
+            pytest.skip("torch here is a CUDA build")
+        args += ["actor_rollout_ref.rollout.n_prefix=0"]
+        env.pop("VERL_PLATFORM", None)
+        expected = "trainer.n_gpus_per_node=8 asks for GPUs, but torch"
     else:
         expected = "valid.parquet has no 'target' column"
     proc = subprocess.run(

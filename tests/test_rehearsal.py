@@ -1,8 +1,8 @@
 """CPU rehearsals of the GPU recipes (exp_scripts/rehearse_cpu.py), run through the recipe scripts themselves.
 
 - ``train.sh``: 2 steps with the recipe's dynamic batch size, remove-padding and checkpointing, the
-  flash-attn -> sdpa fallback, validation (before training and at the end) on a ``prepare_eval.py``
-  parquet with per-``data_source`` metrics, no wandb configured;
+  flash-attn -> sdpa fallback and the worker's fp32 log-probs, validation (before training and at the
+  end) on a ``prepare_eval.py`` parquet with per-``data_source`` metrics, no wandb configured;
 - ``train_sft_rl.sh`` (on-policy GRPO from an SFT checkpoint, written here in veRL's SFT output layout) with
   ``NNODES=2`` on a two-node Ray cluster on this machine (the node IP Ray detects) that this test starts
   (its own temp dir and ports) and stops: 1 step, no targets, no validation, ranks on both nodes, no Ray
@@ -126,6 +126,25 @@ def test_baseline_recipes_compose_with_their_settings(tmp_path):
     assert cfg.data.train_files == "data/openr1_complement/train.parquet"
 
 
+def test_train_sh_defaults_pass_the_memory_estimate_on_8x80gb(tmp_path):
+    """train.sh as a user starts it (Qwen2.5-Math-7B's sizes at MODEL_PATH) on eight 80 GB cards: no refusal;
+    without its optimizer offload the rollout phase would be refused."""
+    from test_gpu_budget import H100_GIB, QWEN_MATH_7B
+
+    from luffy.mix_src import gpu_preflight as gp
+
+    model = tmp_path / "Qwen2.5-Math-7B-16k"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps(QWEN_MATH_7B))
+    h100 = gp.DeviceFacts("2.11.0+cu130", "13.0", True, 8, "580.95.05", H100_GIB, "NVIDIA H100 80GB HBM3")
+    cfg = _compose_recipe(_recipe_overrides("train.sh", tmp_path, MODEL_PATH=str(model)))
+    assert cfg.actor_rollout_ref.actor.strategy == "fsdp2" and cfg.actor_rollout_ref.ref.strategy == "fsdp2"
+    gp.check_gpu_run(cfg, h100, {}, 10**13, log=lambda line: None)
+    no_offload = _compose_recipe(_recipe_overrides("train.sh", tmp_path, MODEL_PATH=str(model), OPTIM_OFFLOAD="false"))
+    with pytest.raises(ValueError, match="during rollout is estimated at"):
+        gp.check_gpu_run(no_offload, h100, {}, 10**13, log=lambda line: None)
+
+
 def test_sft_rl_refuses_a_checkpoint_without_an_hf_model(tmp_path):
     step = tmp_path / "sft" / "global_step_3"
     step.mkdir(parents=True)
@@ -198,8 +217,11 @@ def test_train_sh_rehearsal_two_steps_dynamic_bsz_and_eval_validation(tmp_path):
     out, log = _run(tmp_path, "--script", "train.sh", "--steps", "2")
     assert "CPU rehearsal: settings swapped" in log and "hf_cpu" in log
     assert "[luffy] flash-attn is not installed: the actor uses attn_implementation=sdpa" in log
+    assert "[luffy] no flash-attn cross-entropy: actor log-probs come from fp32 logits, chunked" in log  # the worker
     recorded = dict(a.split("=", 1) for a in (out / "recipe_overrides.txt").read_text().splitlines())
     assert recorded["actor_rollout_ref.actor.use_dynamic_bsz"] == "true"
+    assert recorded["actor_rollout_ref.actor.strategy"] == "fsdp2"  # the recipe's own engine, not swapped
+    assert recorded["actor_rollout_ref.actor.fsdp_config.optimizer_offload"] == "true"
     assert recorded["data.val_files"].endswith("valid.eval.parquet")
     metrics = _metrics(out)
     train_steps = [s for s, m in metrics.items() if "actor/pg_loss" in m]

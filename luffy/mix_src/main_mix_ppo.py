@@ -5,8 +5,9 @@ on the command line are translated first (:mod:`luffy.mix_src.original_keys`), t
 ``config/mix_ppo_trainer.yaml`` (veRL's ``ppo_trainer`` plus LUFFY's keys), and before veRL is even
 imported (so a bad value fails in seconds) LUFFY's keys are checked, then the checkpoint it would resume
 from (``checkpoint_check.py``) and the run's inputs (``preflight.py``: model context, logger credentials,
-training targets, attention implementation). Any failure is one ``error: ...`` line and exit status 2
-(``LUFFY_DEBUG=1`` shows the traceback). The task runner is veRL's V1 runner building ``MIXRayPPOTrainer``.
+training targets, on GPUs CUDA, memory and disk (``gpu_preflight.py``), attention implementation). Any
+failure is one ``error: ...`` line and exit status 2 (``LUFFY_DEBUG=1`` shows the traceback). The task
+runner is veRL's V1 runner building ``MIXRayPPOTrainer``.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""LUFFY's actor worker: veRL's ``ActorRolloutRefWorker`` whose loss is LUFFY's on/off-policy loss."""
+"""LUFFY's actor worker: veRL's ``ActorRolloutRefWorker`` whose loss is LUFFY's on/off-policy loss, and whose
+token log-probs are fp32 without flash-attn (:mod:`luffy.mix_src.logprobs`)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from functools import partial
 from verl.single_controller.base.decorator import Dispatch, register
 from verl.workers.engine_workers import ActorRolloutRefWorker, TrainingWorker
 
+from luffy.mix_src.logprobs import use_fp32_logprobs_without_flash_attn
 from luffy.mix_src.mix_loss import LOSS_MODE, luffy_ppo_loss
 from luffy.mix_src.sft_loss import assign_sft_counts
 from luffy.verl_compat import bound_loss_config
@@ -35,6 +37,8 @@ class MixActorRolloutRefWorker(ActorRolloutRefWorker):
     def init_model(self):
         # veRL builds the actor's dataclass config inside init_model and binds it to its default loss;
         # overriding here reuses that exact config object for LUFFY's loss.
+        if use_fp32_logprobs_without_flash_attn():
+            print("[luffy] no flash-attn cross-entropy: actor log-probs come from fp32 logits, chunked", flush=True)
         super().init_model()
         if self.actor is None:
             return

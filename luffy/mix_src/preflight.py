@@ -12,6 +12,8 @@
   (:func:`luffy.cpu.vllm_support.check_vllm_rollout_on_cpu`);
 - :func:`check_output_folders` and :func:`check_data_files` (``main_mix_ppo`` runs them first):
   ``trainer.default_local_dir`` is not a file; every data file exists and is a whole parquet from one run;
+- a run that asks for GPUs: usable CUDA devices, optional packages, per-GPU memory and checkpoint disk
+  (:mod:`luffy.mix_src.gpu_preflight`);
 - without the ``flash_attn`` package the actor uses ``sdpa`` instead of veRL's default
   ``flash_attention_2`` (one log line says so).
 """
@@ -28,6 +30,7 @@ from urllib.parse import urlparse
 from omegaconf import OmegaConf, open_dict
 
 from luffy.cpu.vllm_support import check_vllm_rollout_on_cpu
+from luffy.mix_src.gpu_preflight import check_gpu_run
 from luffy.model_folder import read_model_config
 
 ROPE_SCALED_TYPES = ("linear", "dynamic", "yarn", "longrope", "llama3")
@@ -245,4 +248,5 @@ def preflight(config: Any) -> None:
     rollout = OmegaConf.select(config, "actor_rollout_ref.rollout.name", default=None)  # "???" in veRL's yaml
     check_vllm_rollout_on_cpu(rollout, config.actor_rollout_ref.model.path)
     check_training_targets(config)
+    check_gpu_run(config)
     choose_attention(config)
