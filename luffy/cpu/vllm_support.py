@@ -84,3 +84,15 @@ def check_vllm_rollout_on_cpu(rollout_name: str | None, model_path: str | os.Pat
                 f">= {MIN_HEAD_SIZE}; build the tiny model with `python -m luffy.tiny DIR --hidden_size 128` "
                 "or use actor_rollout_ref.rollout.name=hf_cpu"
             )
+
+
+def preflight_check(config: Any) -> None:
+    """LUFFY's pre-start check for this package (entry point ``luffy.preflight``: ``cpu_vllm``).
+
+    Raises:
+        ValueError: as :func:`check_vllm_rollout_on_cpu`.
+    """
+    from omegaconf import OmegaConf
+
+    rollout = OmegaConf.select(config, "actor_rollout_ref.rollout.name", default=None)  # "???" in veRL's yaml
+    check_vllm_rollout_on_cpu(rollout, config.actor_rollout_ref.model.path)

@@ -8,8 +8,8 @@
   ``wandb login``) or ``WANDB_MODE=offline|disabled``;
 - with ``rollout.n_prefix > 0`` every training file needs a usable ``target`` column (the same check,
   and message, as ``LuffyRLHFDataset`` at load time, on that column only);
-- ``rollout.name=vllm`` on the CPU platform needs vLLM's CPU build and a head size of 32 or more
-  (:func:`luffy.cpu.vllm_support.check_vllm_rollout_on_cpu`);
+- the platform packages' own checks (``platform_checks``; e.g. ``rollout.name=vllm`` on the CPU
+  platform needs vLLM's CPU build and a head size of 32 or more);
 - without the ``flash_attn`` package the actor uses ``sdpa`` instead of veRL's default
   ``flash_attention_2`` (one log line says so).
 """
@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from omegaconf import OmegaConf, open_dict
+from omegaconf import open_dict
 
-from luffy.cpu.vllm_support import check_vllm_rollout_on_cpu
+from luffy.mix_src.platform_checks import run_platform_checks
 
 ROPE_SCALED_TYPES = ("linear", "dynamic", "yarn", "longrope", "llama3")
 WANDB_OFFLINE_MODES = ("offline", "disabled", "dryrun")
@@ -193,7 +193,6 @@ def preflight(config: Any) -> None:
     """
     check_logger(config)
     check_context_length(config)
-    rollout = OmegaConf.select(config, "actor_rollout_ref.rollout.name", default=None)  # "???" in veRL's yaml
-    check_vllm_rollout_on_cpu(rollout, config.actor_rollout_ref.model.path)
+    run_platform_checks(config)
     check_training_targets(config)
     choose_attention(config)
