@@ -53,5 +53,9 @@ setup(
         # `pip install --no-build-isolation`), or a prebuilt wheel of that build installed by file.
         "flash-attn": ["verl[flash-attn-cu130torch211]==0.9.1"],
     },
-    entry_points={"verl.plugins": ["luffy = luffy.plugin"]},
+    entry_points={
+        "verl.plugins": ["luffy = luffy.plugin"],
+        # pre-start checks of platform packages, run by luffy.mix_src.preflight before veRL is imported
+        "luffy.preflight": ["cpu_vllm = luffy.cpu.vllm_support:preflight_check"],
+    },
 )

@@ -41,7 +41,7 @@ SEED="${SEED:-0}"
 N_TRAIN="${N_TRAIN:-400}"
 N_VAL="${N_VAL:-100}"
 N="${N:-4}"
-ENTROPY_COEFF="${ENTROPY_COEFF:-0}"  # no entropy bonus: see the README (toy reproduction)
+ENTROPY_COEFF="${ENTROPY_COEFF:-0}"  # no entropy bonus: see docs/toy.md
 LR="${LR:-2e-3}"
 RESPONSE_LEN=48   # a trace is 34 tokens with its EOS
 if [[ "${QUICK}" == 1 ]]; then

@@ -16,7 +16,7 @@
 #   PYTHON      interpreter running the trainer (the CPU rehearsal, exp_scripts/rehearse_cpu.py, puts
 #               its own here to swap the GPU-only settings)
 #   ROLLOUT_GPU_MEM, OPTIM_OFFLOAD  vLLM's share of each GPU's total memory (0.8) and the actor's Adam state
-#               on the CPU between updates (true): with both the estimate fits an 80 GB card (README:
+#               on the CPU between updates (true): with both the estimate fits an 80 GB card (docs/gpu.md:
 #               Before your first GPU run); on 141 GB cards OPTIM_OFFLOAD=false saves the copies
 # Before Ray starts the trainer refuses a model context shorter than PROMPT_LEN + RESPONSE_LEN, wandb
 # without credentials, a training file without targets, and on GPUs: no usable CUDA, too few devices, a

@@ -18,9 +18,6 @@ FORBIDDEN = {
     "luffy/scoring": ("luffy.mix_src", "luffy.cpu", "luffy.data"),
     "luffy/mix_src": ("luffy.cpu",),
 }
-# the one allowed exception: the entry point's pre-start check of rollout.name=vllm on the CPU platform is
-# a CPU concern kept with the CPU pieces; that module imports no veRL or vLLM (only luffy.cpu.names)
-ALLOWED = {("luffy/mix_src/preflight.py", "luffy.cpu.vllm_support")}
 
 
 def _imports(path: Path) -> list[tuple[int, str]]:
@@ -41,7 +38,7 @@ def test_imports_run_one_way(where: str):
         f"{path.relative_to(LUFFY_DIR.parent)}:{line} imports {name}"
         for path in files
         for line, name in _imports(path)
-        if name.startswith(FORBIDDEN[where]) and (str(path.relative_to(LUFFY_DIR.parent)), name) not in ALLOWED
+        if name.startswith(FORBIDDEN[where])
     ]
     assert not bad, bad
 

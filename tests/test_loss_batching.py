@@ -4,7 +4,7 @@ The mini-batch is laid out as veRL's FSDP engine hands it over (nested prompts/r
 remove-padding, or veRL's padded layout with every response padded to the configured length; per-sample
 ``extra_fields``; the global batch information the engine assigns), and split with veRL's own
 ``prepare_micro_batches`` (fixed micro-batch sizes, or dynamic token-budget batches that regroup and
-reorder samples). The reference is a loop over tokens written from the README's formulas. The SFT
+reorder samples). The reference is a loop over tokens written from docs/algorithm.md's formulas. The SFT
 multitask loss (``use_sft_multitask_loss``) gets the same treatment, its counts added to the mini-batch as
 LUFFY's worker adds them.
 """
@@ -132,7 +132,7 @@ def _run(config, leaves, entropy, old, adv, *, dynamic: bool, fixed_width: bool,
 
 
 def _reference(leaves, entropy, old, adv, remove_token_mean: bool, sft: bool = False):
-    """The README's objective, token by token: policy term minus entropy_coeff times the entropy term.
+    """docs/algorithm.md's objective, token by token: policy term minus entropy_coeff times the entropy term.
 
     ``sft``: the SFT multitask loss: PPO over on-policy tokens (normalised by their own token / response
     counts) plus SFT_COEF times the mean NLL of the target tokens.

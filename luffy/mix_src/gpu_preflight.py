@@ -38,7 +38,7 @@ MIN_DRIVER = {11: 450, 12: 525, 13: 580}
 OPTIONAL_PACKAGES = ("flash_attn", "torchcodec")
 COSTS = {
     "flash_attn": "the actor runs sdpa, one dense masked attention over each packed micro-batch instead of one per "
-    "sequence (slower; see README), and log-probs from chunked fp32 logits instead of flash-attn's fused kernel; "
+    "sequence (slower; see docs/gpu.md), and log-probs from chunked fp32 logits instead of flash-attn's fused kernel; "
     "pip install --no-build-isolation -e '.[flash-attn]' with nvcc for CUDA 13",
     "torchcodec": "vLLM's audio module imports it and can fail at start-up with this error (FFmpeg's shared "
     "libraries missing); install FFmpeg 4-7, or pip uninstall torchcodec (text-only runs do not use it)",
@@ -148,7 +148,7 @@ def check_cuda(facts: DeviceFacts, n_gpus: int) -> None:
     if facts.torch_cuda is None:
         raise ValueError(
             f"{asked}, but torch {facts.torch_version} is a CPU build (torch.version.cuda is None); install the "
-            "GPU stack (pip install -e '.[gpu]' in a fresh venv, see README), or rehearse on the CPU "
+            "GPU stack (pip install -e '.[gpu]' in a fresh venv, see docs/gpu.md), or rehearse on the CPU "
             "(exp_scripts/rehearse_cpu.py)"
         )
     need = required_driver(facts.torch_cuda)

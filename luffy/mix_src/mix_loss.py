@@ -122,7 +122,7 @@ def entropy_bonus(config: Any, entropy: torch.Tensor, response_mask: torch.Tenso
     under ``seq-mean-token-sum-norm`` (``loss_remove_token_mean``) the token sums are divided by
     ``entropy_loss_scale_factor`` instead of the response length: LUFFY took a token *mean* of the
     entropy inside micro-batches of about that many tokens while the policy term was a token sum over
-    the response length, and this keeps that ratio fixed (README, "The loss").
+    the response length, and this keeps that ratio fixed (docs/algorithm.md, "The loss").
     """
     info = dict(config.global_batch_info)
     if config.loss_agg_mode == "seq-mean-token-sum-norm":

@@ -8,8 +8,8 @@
   ``wandb login``) or ``WANDB_MODE=offline|disabled``;
 - with ``rollout.n_prefix > 0`` every training file needs a usable ``target`` column (the same check,
   and message, as ``LuffyRLHFDataset`` at load time, on that column only);
-- ``rollout.name=vllm`` on the CPU platform needs vLLM's CPU build and a head size of 32 or more
-  (:func:`luffy.cpu.vllm_support.check_vllm_rollout_on_cpu`);
+- the platform packages' own checks (``platform_checks``; e.g. ``rollout.name=vllm`` on the CPU
+  platform needs vLLM's CPU build and a head size of 32 or more);
 - :func:`check_output_folders` and :func:`check_data_files` (``main_mix_ppo`` runs them first):
   ``trainer.default_local_dir`` is not a file; every data file exists and is a whole parquet from one run;
 - a run that asks for GPUs: usable CUDA devices, optional packages, per-GPU memory and checkpoint disk
@@ -29,8 +29,8 @@ from urllib.parse import urlparse
 
 from omegaconf import OmegaConf, open_dict
 
-from luffy.cpu.vllm_support import check_vllm_rollout_on_cpu
 from luffy.mix_src.gpu_preflight import check_gpu_run
+from luffy.mix_src.platform_checks import run_platform_checks
 from luffy.model_folder import read_model_config
 
 ROPE_SCALED_TYPES = ("linear", "dynamic", "yarn", "longrope", "llama3")
@@ -226,7 +226,7 @@ def choose_attention(config: Any) -> str:
     if impl == "flash_attention_2" and importlib.util.find_spec("flash_attn") is None:
         print(
             "[luffy] flash-attn is not installed: the actor uses attn_implementation=sdpa instead of "
-            "flash_attention_2 (pip install -e '.[flash-attn]' with nvcc, see README)",
+            "flash_attention_2 (pip install -e '.[flash-attn]' with nvcc, see docs/gpu.md)",
             flush=True,
         )
         with open_dict(config):
@@ -245,8 +245,7 @@ def preflight(config: Any) -> None:
     """
     check_logger(config)
     check_context_length(config)
-    rollout = OmegaConf.select(config, "actor_rollout_ref.rollout.name", default=None)  # "???" in veRL's yaml
-    check_vllm_rollout_on_cpu(rollout, config.actor_rollout_ref.model.path)
+    run_platform_checks(config)
     check_training_targets(config)
     check_gpu_run(config)
     choose_attention(config)
