@@ -339,15 +339,21 @@ class BoundedVerifier:
             for key in keys:
                 self.stats[key] += 1
 
+    def _usable_gold(self, gold: str) -> str | None:
+        """The ground truth as checked text, or None (counted and logged) when it is refused."""
+        try:
+            return ground_truth_text(gold)
+        except BadGroundTruth as err:
+            self._count("refused")
+            logger.warning("ground truth refused (%s); answer counted as not verified", err)
+            return None
+
     def verify(self, gold: str, pred: str | None) -> bool:
         """True when ``pred`` is mathematically equivalent to ``gold`` (within the deadline)."""
         if pred is None:
             return False
-        try:
-            gold = ground_truth_text(gold)
-        except BadGroundTruth as err:
-            self._count("refused")
-            logger.warning("ground truth refused (%s); answer counted as not verified", err)
+        gold = self._usable_gold(gold)
+        if gold is None:
             return False
         pred = str(pred)
         if not pred.strip() or len(pred) > 2 * MAX_ANSWER_CHARS:
@@ -408,11 +414,8 @@ class BoundedVerifier:
         text = str(text)
         if not text.strip():
             return False
-        try:
-            gold = ground_truth_text(gold)
-        except BadGroundTruth as err:
-            self._count("refused")
-            logger.warning("ground truth refused (%s); answer counted as not verified", err)
+        gold = self._usable_gold(gold)
+        if gold is None:
             return False
         if len(text) > MAX_TEXT_CHARS:
             self._count("refused")
