@@ -81,6 +81,11 @@ def test_luffys_preflight_runs_the_registered_check(tmp_path, monkeypatch):
 @pytest.mark.slow  # starts the entry point in a subprocess
 def test_luffy_entry_point_refuses_vllm_on_cpu_without_it(tiny_model_dir, tmp_path):
     """The LUFFY command line: exit status 2, one error line naming the install command, no Ray."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    data = tmp_path / "data.parquet"  # the data checks run first and need a readable file
+    pq.write_table(pa.table({"prompt": ["x"]}), data)
     env = dict(os.environ, VERL_PLATFORM="cpu", LUFFY_DEBUG="0")
     proc = subprocess.run(
         [
@@ -92,7 +97,8 @@ def test_luffy_entry_point_refuses_vllm_on_cpu_without_it(tiny_model_dir, tmp_pa
             "actor_rollout_ref.rollout.n_prefix=0",
             "data.max_prompt_length=64",
             "data.max_response_length=64",
-            f"data.train_files={tmp_path / 'none.parquet'}",
+            f"data.train_files={data}",
+            f"data.val_files={data}",
             "trainer.logger=[console]",
         ],
         capture_output=True,
