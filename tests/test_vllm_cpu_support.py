@@ -192,11 +192,12 @@ def test_cpu_engine_kwargs():
         "seed": 3,
         "max_model_len": 1024,
         "enforce_eager": True,
+        "dtype": "float32",  # as the HF engine on a CPU (vLLM would downcast to bf16)
         "kv_cache_memory_bytes": int(CPU_KV_CACHE_GB * 2**30),
     }
     assert vllm_engine_kwargs(True, kv_cache_gb=0.5)["kv_cache_memory_bytes"] == 2**29
     gpu = vllm_engine_kwargs(False, tensor_parallel_size=2)
-    assert "enforce_eager" not in gpu and "kv_cache_memory_bytes" not in gpu
+    assert "enforce_eager" not in gpu and "kv_cache_memory_bytes" not in gpu and "dtype" not in gpu
     with pytest.raises(LuffyDataError, match="tensor_parallel_size=2"):
         vllm_engine_kwargs(True, tensor_parallel_size=2)
 

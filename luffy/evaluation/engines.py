@@ -83,7 +83,7 @@ def vllm_engine_kwargs(
     seed: int = 42,
     kv_cache_gb: float | None = None,
 ) -> dict[str, Any]:
-    """``vllm.LLM`` keyword arguments; on vLLM's CPU build: eager mode and a bounded KV cache.
+    """``vllm.LLM`` keyword arguments; on vLLM's CPU build: eager mode, fp32 and a bounded KV cache.
 
     Raises:
         LuffyDataError: tensor parallel on CPU (not supported there).
@@ -95,6 +95,8 @@ def vllm_engine_kwargs(
         if tensor_parallel_size != 1:
             raise LuffyDataError(f"--tensor_parallel_size={tensor_parallel_size}: vLLM's CPU build runs with 1")
         kwargs["enforce_eager"] = True  # no CUDA graphs to capture
+        # vLLM's CPU build downcasts an fp32 model to bf16 by default; the HF engine computes in fp32 on a CPU
+        kwargs["dtype"] = "float32"
         kv_cache_gb = CPU_KV_CACHE_GB if kv_cache_gb is None else kv_cache_gb
     if kv_cache_gb is not None:
         kwargs["kv_cache_memory_bytes"] = int(kv_cache_gb * 2**30)
