@@ -124,16 +124,17 @@ TOUCHES: tuple[VerlTouch, ...] = (
     VerlTouch(
         "private",
         "verl.trainer.ppo.v1.trainer_base:register_trainer",
-        "verl_compat.use_sync_trainer",
-        "TRAINER_REGISTRY['sync'] is replaced in the task runner's process: register_trainer refuses a "
-        "second 'sync' and V1 code compares the mode to the string 'sync', so a new name changes paths",
+        "verl_compat.use_trainer (use_sync_trainer)",
+        "TRAINER_REGISTRY[mode] is replaced in the task runner's process for each of the three modes: "
+        "register_trainer refuses a second name and V1 code compares the mode to the string 'sync', so a new "
+        "name changes paths",
         "40ec333837ab",
     ),
     VerlTouch(
         "override",
         "verl.trainer.main_ppo:TaskRunnerV1.__ray_actor_class__.run",
         "mix_src.task_runner.MixTaskRunner, cpu.trainer.CpuTaskRunner",
-        "selects the trainer class (use_sync_trainer) in the task runner's process, then veRL's run",
+        "selects the trainer classes (use_trainer) in the task runner's process, then veRL's run",
         "26be986901db",
     ),
     # -- workers ------------------------------------------------------------------------------
@@ -380,11 +381,19 @@ def drifted() -> list[tuple[VerlTouch, str]]:
 # -- the private touches (the only code in luffy that reads or writes these) ---------------------
 
 
-def use_sync_trainer(trainer_cls: type) -> None:
-    """Make veRL's V1 task runner build ``trainer_cls`` for ``trainer.v1.trainer_mode=sync`` (this process)."""
+def use_trainer(mode: str, trainer_cls: type) -> None:
+    """Make veRL's V1 task runner build ``trainer_cls`` for ``trainer.v1.trainer_mode=mode`` (this process)."""
     from verl.trainer.ppo.v1 import trainer_base
 
-    trainer_base.TRAINER_REGISTRY["sync"] = trainer_cls
+    if mode not in trainer_base.TRAINER_REGISTRY:
+        known = sorted(trainer_base.TRAINER_REGISTRY)
+        raise ValueError(f"trainer.v1.trainer_mode={mode!r} is not one of veRL's: {known}")
+    trainer_base.TRAINER_REGISTRY[mode] = trainer_cls
+
+
+def use_sync_trainer(trainer_cls: type) -> None:
+    """Make veRL's V1 task runner build ``trainer_cls`` for ``trainer.v1.trainer_mode=sync`` (this process)."""
+    use_trainer("sync", trainer_cls)
 
 
 def registered_engines(model_type: str) -> dict[str, dict[str, type]]:
