@@ -106,3 +106,26 @@ def on_policy_staleness_metrics(
         "luffy/on_policy_staleness/max": float(max(lag)),
         "luffy/on_policy_staleness_worst/max": float(max(worst)),
     }
+
+
+def advantage_by_kind(
+    advantages: torch.Tensor, response_mask: torch.Tensor, off_samples: torch.Tensor, valid: torch.Tensor
+) -> dict[str, float]:
+    """Mean sequence advantage of the target samples and of the generated ones.
+
+    Args:
+        advantages: ``(B, T)`` token advantages (GRPO: one value per sample on its response tokens).
+        response_mask: ``(B, T)`` response tokens.
+        off_samples: ``(B,)`` bool, samples in an off-policy slot.
+        valid: ``(B,)`` bool, false for veRL's synthetic padding samples.
+
+    Returns:
+        ``luffy/advantage_off_policy`` and ``luffy/advantage_on_policy`` (NaN over an empty set).
+    """
+    mask = response_mask.float()  # (B, T)
+    per_sample = (advantages.float() * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)  # (B,)
+    valid = valid.bool()
+    return {
+        "luffy/advantage_off_policy": _masked_mean(per_sample, off_samples.bool() & valid),
+        "luffy/advantage_on_policy": _masked_mean(per_sample, ~off_samples.bool() & valid),
+    }

@@ -56,7 +56,7 @@ from verl.utils.profiler import simple_timer
 from verl.workers.utils.padding import response_to_nested
 
 from luffy.mix_src.advantage import GRPO_SPLIT
-from luffy.mix_src.metrics import compute_mix_metrics, on_policy_staleness_metrics
+from luffy.mix_src.metrics import advantage_by_kind, compute_mix_metrics, on_policy_staleness_metrics
 from luffy.mix_src.mix_agent_loop import PROGRESS_KEY, TRAIN_BATCH_KEY
 from luffy.mix_src.mix_fields import as_dict_list, off_policy_flags, off_policy_token_mask
 from luffy.mix_src.worker_registry import actor_worker_class
@@ -207,6 +207,8 @@ class MixTrainerHooks(PPOTrainer):
                 **settings,
             )
 
+        valid = torch.tensor([not tag.get("is_padding", False) for tag in batch.tags], dtype=torch.bool)
+        metrics.update(advantage_by_kind(data.batch["advantages"], response_mask, off_samples, valid))
         nested = {name: response_to_nested(data.batch[name], nested_mask) for name in written}  # veRL's layout
         fields = TensorDict(nested, batch_size=len(batch))
         return tq.kv_batch_put(keys=batch.keys, partition_id=batch.partition_id, fields=fields)
