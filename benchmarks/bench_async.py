@@ -9,7 +9,8 @@ GPU of its own); on a CPU machine it still shares the same cores with training.
 Reported per mode, over warm steps (the first step, worker start-up, is left out): seconds per step
 (median and mean), trained samples per second (samples per step / mean step), the time the trainer
 waited for samples (``timing_s/gen``), and how many weight versions the generated samples lagged
-(``luffy/on_policy_staleness/mean``; the worst case of partial rollouts in ``_worst/max``).
+(``luffy/on_policy_staleness/mean``; the worst case of partial rollouts in ``_worst/max``), and the mean
+response length (generation time depends on it).
 
     python benchmarks/bench_async.py                        # 3 runs
     python benchmarks/bench_async.py --batch 4 --response_len 128 --steps 6
@@ -45,6 +46,7 @@ def summarise(steps: list[dict[str, float]], samples_per_step: int) -> dict[str,
         "samples/s": samples_per_step / step_mean,
         "wait for samples (gen) s": mean("timing_s/gen"),
         "update_weights s": mean("timing_s/update_weights"),
+        "response length (mean)": mean("response_length/mean"),
         "staleness (mean)": mean("luffy/on_policy_staleness/mean"),
         "staleness worst (max)": max((s.get("luffy/on_policy_staleness_worst/max", 0.0) for s in warm), default=0.0),
     }
