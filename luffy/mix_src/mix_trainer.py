@@ -7,10 +7,11 @@ so the mode's own hooks (weight sync, partial rollouts, the replay buffer's stal
 One step is veRL's ``PPOTrainer._step_once`` unchanged: rollout (LUFFY's agent loop answers
 ``n_prefix`` sessions per training prompt with the target), reward (same function for every sample),
 old log-probs (veRL's own phase: the actor recomputes them for every token), advantage, actor update
-(the worker's LUFFY loss). This class overrides only what has to know which tokens are off-policy:
+(the worker's LUFFY loss). ``MixTrainerHooks`` overrides only what has to know which tokens are off-policy:
 
 * ``_init_resource_pool_mgr``: the actor role runs :class:`MixActorRolloutRefWorker` (or the subclass
-  a platform registers, :mod:`luffy.mix_src.worker_registry`);
+  a platform registers, :mod:`luffy.mix_src.worker_registry`; in ``separate_async`` the variant with
+  veRL's ``DetachActorWorker``, which that mode's own override had put there);
 * ``_next_train_batch``: training prompts are marked for mixing and carry the training progress
   (validation batches are not marked, so validation never sees targets);
 * ``_compute_advantage``: the one place the trainer reads the off-policy record. One TransferQueue
@@ -21,7 +22,7 @@ old log-probs (veRL's own phase: the actor recomputes them for every token), adv
   diagnostics (``training/rollout_probs_diff_*``) over on-policy tokens (replacing the all-token
   values veRL's old-log-prob phase wrote a moment earlier).
 
-The name is LUFFY's (its users know it); the class is veRL's V1 ``PPOTrainerSync``, not the legacy
+The sync trainer's name is LUFFY's (its users know it); it is veRL's V1 ``PPOTrainerSync``, not the legacy
 ``RayPPOTrainer``. Every veRL method overridden here is listed in :mod:`luffy.verl_compat`.
 
 In the async modes a prompt group is trained on a step after the one that submitted it, and its generated
