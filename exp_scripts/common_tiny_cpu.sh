@@ -22,21 +22,32 @@ export RAY_enable_metrics_collection=0
 ROLLOUT="${ROLLOUT:-hf_cpu}"         # hf_cpu (transformers), or vllm (vLLM's CPU build: scripts/install_vllm_cpu.sh)
 NUM_RANKS="${NUM_RANKS:-1}"          # training ranks = logical GPUs = rollout replicas (tp 1)
 RAY_NUM_CPUS="${RAY_NUM_CPUS:-16}"   # logical: each rank's bundle asks for 3, TransferQueue and the task runner for more
+TRAINER_MODE="${TRAINER_MODE:-sync}" # veRL's V1 mode: sync, colocate_async, separate_async (docs/async.md)
+ROLLOUT_RANKS="${ROLLOUT_RANKS:-1}"  # separate_async only: logical GPUs of the standalone rollout replicas
+SAMPLER=FastPollReplayBuffer
+[[ "${TRAINER_MODE}" == sync ]] || SAMPLER=FastPollReplayBufferAsync
+RAY_GPUS="${NUM_RANKS}"
+CKPT_BACKEND=naive                   # colocated replicas take the weights in process
+if [[ "${TRAINER_MODE}" == separate_async ]]; then
+  RAY_GPUS=$((NUM_RANKS + ROLLOUT_RANKS))
+  CKPT_BACKEND=gloo_cpu              # standalone replicas take them over gloo (luffy/cpu/checkpoint_engine.py)
+fi
 
 CPU_ARGS=(
   # Ray: logical resources (no GPU exists; veRL counts Ray "GPU"s to place ranks)
   "+ray_kwargs.ray_init.num_cpus=${RAY_NUM_CPUS}"
-  "+ray_kwargs.ray_init.num_gpus=${NUM_RANKS}"
+  "+ray_kwargs.ray_init.num_gpus=${RAY_GPUS}"
   "trainer.nnodes=1"
   "trainer.n_gpus_per_node=${NUM_RANKS}"
   "trainer.device=cpu"
-  # V1 trainer (veRL's default) in sync mode; TransferQueue with one storage actor (default 8 reserve CPUs)
+  # V1 trainer (veRL's default, sync mode unless TRAINER_MODE says otherwise); TransferQueue with one
+  # storage actor (default 8 reserve CPUs)
   "trainer.use_v1=true"
-  "trainer.v1.trainer_mode=sync"
+  "trainer.v1.trainer_mode=${TRAINER_MODE}"
   "transfer_queue.backend.SimpleStorage.num_data_storage_units=1"
   # poll TransferQueue every 50 ms instead of veRL's fixed 2 s while generation runs
   "trainer.v1.sampler.custom_sampler.path=pkg://luffy.cpu.replay_buffer"
-  "trainer.v1.sampler.custom_sampler.name=FastPollReplayBuffer"
+  "trainer.v1.sampler.custom_sampler.name=${SAMPLER}"
   "+trainer.v1.sampler.sampler_kwargs.poll_interval_s=0.05"
   # training engine: FSDP2 (FSDP1 hard-codes GPU placement), fp32, sdpa attention, no compile;
   # remove-padding works on CPU but made the actor update ~2x slower
@@ -51,7 +62,7 @@ CPU_ARGS=(
   "actor_rollout_ref.rollout.name=${ROLLOUT}"
   "actor_rollout_ref.rollout.mode=async"
   "actor_rollout_ref.rollout.tensor_model_parallel_size=1"
-  "actor_rollout_ref.rollout.checkpoint_engine.backend=naive"
+  "actor_rollout_ref.rollout.checkpoint_engine.backend=${CKPT_BACKEND}"
   "actor_rollout_ref.rollout.agent.num_workers=1"
   "reward.num_workers=1"
   "data.dataloader_num_workers=0"
@@ -64,6 +75,17 @@ CPU_ARGS=(
   "trainer.logger=[console]"
   "trainer.save_freq=-1"
 )
+if [[ "${TRAINER_MODE}" == separate_async ]]; then
+  # trainer ranks train only (no colocated replica); ROLLOUT_RANKS standalone replicas generate meanwhile;
+  # one weight push per step (veRL's default parameter_sync_step 4 needs ppo_mini_batch_size = batch / 4)
+  CPU_ARGS+=(
+    "actor_rollout_ref.hybrid_engine=false"
+    "actor_rollout_ref.rollout.nnodes=1"
+    "actor_rollout_ref.rollout.n_gpus_per_node=${ROLLOUT_RANKS}"
+    "actor_rollout_ref.rollout.checkpoint_engine.custom_backend_module=luffy.cpu.checkpoint_engine"
+    "trainer.v1.separate_async.parameter_sync_step=${PARAMETER_SYNC_STEP:-1}"
+  )
+fi
 if [[ "${ROLLOUT}" == vllm ]]; then
   # vLLM on CPU: no CUDA graphs, no sleep mode (weights and KV cache stay put), fp32 like the actor,
   # weights pushed through a small /dev/shm bucket (veRL's default is 2 GiB), a 32+ head size

@@ -67,21 +67,21 @@ TOUCHES: tuple[VerlTouch, ...] = (
     VerlTouch(
         "override",
         f"{_TRAINER}._init_resource_pool_mgr",
-        "MIXRayPPOTrainer, cpu.trainer.CpuPPOTrainerSync",
+        "MixTrainerHooks (LUFFY's trainer in every mode), cpu.trainer.CpuPPOTrainerSync",
         "V1 maps roles to worker classes here, not in the task runner; the subclass swaps in its worker",
         "9eaa3bab711e",
     ),
     VerlTouch(
         "override",
         f"{_TRAINER}._next_train_batch",
-        "MIXRayPPOTrainer",
+        "MixTrainerHooks",
         "the only place where training (not validation) prompts pass: marks them and adds the progress",
         "0a5487478c0e",
     ),
     VerlTouch(
         "override",
         f"{_TRAINER}._compute_advantage",
-        "MIXRayPPOTrainer (_mixed_advantage mirrors its steps)",
+        "MixTrainerHooks (_mixed_advantage mirrors its steps)",
         "runs unchanged without targets; with targets its rollout correction and estimator (module "
         "functions, no hook) must see the off-policy mask, so _mixed_advantage calls them itself",
         "2a4a2aa4a475",
@@ -89,52 +89,85 @@ TOUCHES: tuple[VerlTouch, ...] = (
     VerlTouch(
         "relies on",
         "verl.trainer.ppo.v1.utils:compute_advantage_for_multi_trajectories",
-        "MIXRayPPOTrainer._mixed_advantage",
+        "MixTrainerHooks._mixed_advantage",
         "called with the arguments veRL's _compute_advantage passes",
         "d973cc8aec79",
     ),
     VerlTouch(
         "relies on",
         "verl.trainer.ppo.rollout_corr_helper:compute_rollout_correction_and_add_to_batch",
-        "MIXRayPPOTrainer._on_policy_rollout_correction",
+        "MixTrainerHooks._on_policy_rollout_correction",
         "called on an on-policy-only view (response_mask = on-policy tokens); reads only the three fields",
         "6b7d1d5f4b79",
     ),
     VerlTouch(
         "relies on",
         "verl.trainer.ppo.ray_trainer:apply_kl_penalty",
-        "MIXRayPPOTrainer._mixed_advantage",
+        "MixTrainerHooks._mixed_advantage",
         "KL-in-reward step, called as veRL's _compute_advantage calls it",
         "09216f60955a",
     ),
     VerlTouch(
         "relies on",
         "verl.utils.debug.metrics:calculate_debug_metrics",
-        "MIXRayPPOTrainer._on_policy_debug_metrics",
+        "MixTrainerHooks._on_policy_debug_metrics",
         "called on a view whose response_mask holds on-policy tokens (reads 'responses' for its width only)",
         "026ebc3947fc",
     ),
     VerlTouch(
         "relies on",
         f"{_TRAINER}.fit",
-        "MIXRayPPOTrainer._compute_advantage (timer)",
+        "MixTrainerHooks._compute_advantage (timer)",
         "self.timing_raw is the step's timing dict (no argument carries it to _compute_advantage)",
         "7d83a81c2e62",
     ),
     VerlTouch(
         "private",
         "verl.trainer.ppo.v1.trainer_base:register_trainer",
-        "verl_compat.use_sync_trainer",
-        "TRAINER_REGISTRY['sync'] is replaced in the task runner's process: register_trainer refuses a "
-        "second 'sync' and V1 code compares the mode to the string 'sync', so a new name changes paths",
+        "verl_compat.use_trainer (use_sync_trainer)",
+        "TRAINER_REGISTRY[mode] is replaced in the task runner's process for each of the three modes: "
+        "register_trainer refuses a second name and V1 code compares the mode to the string 'sync', so a new "
+        "name changes paths",
         "40ec333837ab",
     ),
     VerlTouch(
         "override",
         "verl.trainer.main_ppo:TaskRunnerV1.__ray_actor_class__.run",
         "mix_src.task_runner.MixTaskRunner, cpu.trainer.CpuTaskRunner",
-        "selects the trainer class (use_sync_trainer) in the task runner's process, then veRL's run",
+        "selects the trainer classes (use_trainer) in the task runner's process, then veRL's run",
         "26be986901db",
+    ),
+    VerlTouch(
+        "relies on",
+        "verl.trainer.ppo.v1.trainer_separate_async:PPOTrainerSeparateAsync._init_resource_pool_mgr",
+        "MixTrainerHooks._init_resource_pool_mgr (MixSeparateAsyncTrainer)",
+        "runs first and maps the actor role to DetachActorWorker; LUFFY's hook then maps it to LUFFY's worker "
+        "composed with DetachActorWorker (worker_registry detach=True), keeping its host save/restore methods",
+        "d037aea9efc9",
+    ),
+    VerlTouch(
+        "relies on",
+        "verl.trainer.ppo.v1.replay_buffer:ReplayBufferAsync._stale_terminal_keys",
+        "docs/async.md (stale groups), tests/test_mix_trainer.py",
+        "staleness is judged per prompt group from its prompt's submission step, never from a sample's "
+        "version tags, so a target (tagged by LUFFY's agent loop) is never judged stale on its own",
+        "a71c810a9e45",
+    ),
+    VerlTouch(
+        "relies on",
+        "verl.trainer.ppo.v1.replay_buffer:ReplayBuffer._clear_groups",
+        "docs/async.md (stale groups), tests/test_mix_trainer.py",
+        "a stale group is evicted whole (every key of the uid, the target included) and refilled with a new "
+        "prompt: LUFFY's stated rule for stale groups",
+        "46adae90d465",
+    ),
+    VerlTouch(
+        "relies on",
+        "verl.workers.rollout.llm_server:FullyAsyncLLMServerClient.generate",
+        "mix_agent_loop._TargetServer (prefix guidance in the async modes)",
+        "a request aborted for a weight update is resumed as prompt + tokens so far, so the target prefix "
+        "_TargetServer put after the prompt stays the response's first tokens and luffy_prefix_len holds",
+        "3d6399350ff0",
     ),
     # -- workers ------------------------------------------------------------------------------
     VerlTouch(
@@ -144,6 +177,30 @@ TOUCHES: tuple[VerlTouch, ...] = (
         "the CPU platform's gloo group must exist before veRL's own process-group init; with the SFT "
         "multitask loss, LUFFY's worker sets actor_worker_cls, the class veRL's init_model builds the actor from",
         "7ec3b78b884c",
+    ),
+    VerlTouch(
+        "override",
+        "verl.experimental.separation.engine_workers:DetachActorWorker.__init__",
+        "cpu.worker.CpuMixDetachActorWorker (mix_worker.MixDetachActorWorker composes it)",
+        "separate_async's trainer worker on the CPU platform: the gloo group first, then LUFFY's init, whose "
+        "super() is DetachActorWorker's (it calls ActorRolloutRefWorker.__init__ directly)",
+        "afc6b4ddb719",
+    ),
+    VerlTouch(
+        "relies on",
+        "verl.checkpoint_engine.base:CheckpointEngineManager.update_weights",
+        "cpu.checkpoint_engine.GlooCpuCheckpointEngine",
+        "calls prepare, build_topology, init_process_group, send/receive_weights, finalize in that order for "
+        "every update, as the gloo_cpu engine builds one group per update",
+        "7dc90230efef",
+    ),
+    VerlTouch(
+        "relies on",
+        "verl.checkpoint_engine.base:CheckpointEngineWorker.update_weights",
+        "cpu.checkpoint_engine.GlooCpuCheckpointEngine.receive_weights",
+        "passes receive_weights(...) to the server adapter without awaiting it: a plain generator serves the "
+        "hf_cpu adapter, which iterates its weights synchronously",
+        "290edf10e58b",
     ),
     VerlTouch(
         "override",
@@ -295,7 +352,7 @@ TOUCHES: tuple[VerlTouch, ...] = (
     VerlTouch(
         "override",
         "verl.trainer.ppo.v1.replay_buffer:ReplayBuffer.__init__",
-        "cpu.replay_buffer.FastPollReplayBuffer",
+        "cpu.replay_buffer.FastPollReplayBuffer, FastPollReplayBufferAsync",
         "poll_interval is a constructor argument the config does not expose",
         "0c37a4862999",
     ),
@@ -380,11 +437,19 @@ def drifted() -> list[tuple[VerlTouch, str]]:
 # -- the private touches (the only code in luffy that reads or writes these) ---------------------
 
 
-def use_sync_trainer(trainer_cls: type) -> None:
-    """Make veRL's V1 task runner build ``trainer_cls`` for ``trainer.v1.trainer_mode=sync`` (this process)."""
+def use_trainer(mode: str, trainer_cls: type) -> None:
+    """Make veRL's V1 task runner build ``trainer_cls`` for ``trainer.v1.trainer_mode=mode`` (this process)."""
     from verl.trainer.ppo.v1 import trainer_base
 
-    trainer_base.TRAINER_REGISTRY["sync"] = trainer_cls
+    if mode not in trainer_base.TRAINER_REGISTRY:
+        known = sorted(trainer_base.TRAINER_REGISTRY)
+        raise ValueError(f"trainer.v1.trainer_mode={mode!r} is not one of veRL's: {known}")
+    trainer_base.TRAINER_REGISTRY[mode] = trainer_cls
+
+
+def use_sync_trainer(trainer_cls: type) -> None:
+    """Make veRL's V1 task runner build ``trainer_cls`` for ``trainer.v1.trainer_mode=sync`` (this process)."""
+    use_trainer("sync", trainer_cls)
 
 
 def registered_engines(model_type: str) -> dict[str, dict[str, type]]:

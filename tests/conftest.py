@@ -30,6 +30,7 @@ LONG_FILES_FIRST = (
     "test_rehearsal.py",  # ~9: train.sh, train_sft_rl.sh on two nodes, train_rl_sft_loss.sh
     "test_toy_reproduction.py",  # ~6.5: toy_reproduction.sh --quick, two trainer runs
     "test_train_tiny_cpu.py",  # ~5.5: the embedded CPU run and its resume
+    "test_train_async_cpu.py",  # ~3: LUFFY in colocate_async and in separate_async, 3 steps each
     "test_faults.py",  # ~3: a killed driver, and every script fed bad input in a subprocess
 )
 

@@ -190,3 +190,92 @@ def test_trace_for_slot_falls_back_to_target():
         "role": "assistant",
         "content": "a",
     }
+
+
+class _LocalHandle:
+    """The server's Ray handle as the client calls it (``handle.generate.remote(...)``), in process.
+
+    On its first request it aborts generation part way, as the trainer does before a weight update in
+    the async modes, moves the server to the next weight version and resumes admission.
+    """
+
+    def __init__(self, server: HFRolloutServer, next_version: int):
+        self.server = server
+        self.next_version = next_version
+        self.calls: list[list[int]] = []
+        self.stop_reasons: list[str] = []
+        self.generate = self  # handle.generate.remote
+
+    async def remote(self, *, prompt_ids, sampling_params, request_id, **kwargs):
+        self.calls.append(list(prompt_ids))
+        task = asyncio.ensure_future(
+            self.server.generate(prompt_ids=prompt_ids, sampling_params=sampling_params, request_id=request_id)
+        )
+        if len(self.calls) == 1:
+            while (await self.server.get_state())["running"] == 0:
+                await asyncio.sleep(0.001)
+            await self.server.abort_all_requests()
+            await self.server.set_global_steps(self.next_version)
+            await self.server.resume_generation()
+        out = await task
+        self.stop_reasons.append(out.stop_reason)
+        return out
+
+
+def test_prefix_guided_sample_keeps_its_prefix_mask_when_resumed_as_a_partial_rollout(tiny_model_dir):
+    """Async modes: veRL's FullyAsyncLLMServerClient resumes an aborted request from prompt + tokens so
+    far with newer weights; the target prefix stays the sample's first tokens and its off-policy mask."""
+    from transformers import AutoTokenizer
+    from verl.workers.rollout.llm_server import FullyAsyncLLMServerClient
+
+    class LocalClient(FullyAsyncLLMServerClient):  # veRL's resume loop; only the routing is local
+        def __init__(self, config, handle):
+            super().__init__(config=config)
+            self.handle = handle
+
+        async def _acquire_server(self, request_id, **extra):
+            return "local", self.handle
+
+        def _release_server(self, server_id, request_id=None):
+            pass
+
+    ratio = ("actor_rollout_ref.rollout.min_prefix_ratio=0.5", "actor_rollout_ref.rollout.max_prefix_ratio=0.5")
+    cfg = _config(tiny_model_dir, *ratio, "actor_rollout_ref.rollout.name=hf_cpu")
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_model_dir))
+    model_config = type("ModelConfig", (), {"local_path": str(tiny_model_dir)})()
+
+    async def main():
+        server = HFRolloutServer(cfg.actor_rollout_ref.rollout, model_config)
+        await server.set_global_steps(STEP - 1)
+        handle = _LocalHandle(server, next_version=STEP)
+        loop = MixAgentLoop(
+            trainer_config=DictConfigWrap(cfg),
+            server_manager=LocalClient(cfg, handle),
+            tokenizer=tokenizer,
+            processor=None,
+            dataset_cls=RLHFDataset,
+            data_config=DictConfigWrap(cfg.data),
+        )
+        # ignore_eos: the first attempt is still generating when it is aborted
+        params = {"temperature": 1.0, "top_p": 1.0, "top_k": -1, "logprobs": True, "ignore_eos": True}
+        kwargs = {"raw_prompt": MESSAGES, "target": TARGET, "uid": "prompt-0", "global_steps": STEP}
+        out = await loop.run(params, session_id=0, **kwargs, **{TRAIN_BATCH_KEY: True, PROGRESS_KEY: 0.5})
+        return out, handle
+
+    out, handle = asyncio.run(main())
+    encoder = TargetEncoder(tokenizer, RESPONSE_LEN)
+    prefix = encoder.prefix(encoder.encode(TARGET, out.prompt_ids).ids, 0.5)
+    k = out.extra_fields[PREFIX_LEN_KEY]
+    assert handle.stop_reasons[0] == "aborted" and len(handle.calls) == 2
+    first, resumed = handle.calls
+    assert first == out.prompt_ids + prefix
+    # the resumed request continues the first one: prompt + prefix + the tokens generated before the abort
+    generated_before_abort = len(resumed) - len(out.prompt_ids)
+    assert resumed[: len(first)] == first and resumed == out.prompt_ids + out.response_ids[:generated_before_abort]
+    assert k == len(prefix) > 0 and out.response_ids[:k] == prefix
+    assert len(out.response_ids) == RESPONSE_LEN  # one budget across both attempts
+    assert out.response_logprobs[:k] == [0.0] * k and all(lp <= 0.0 for lp in out.response_logprobs[k:])
+    mask = off_policy_token_mask(NonTensorStack(out.extra_fields), torch.ones(1, len(out.response_ids)))
+    assert mask[0, :k].all() and not mask[0, k:].any()
+    # the generated part spans two weight versions
+    assert (out.extra_fields["min_global_steps"], out.extra_fields["max_global_steps"]) == (STEP - 1, STEP)

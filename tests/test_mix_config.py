@@ -93,7 +93,7 @@ def test_dataclass_rejects_bad_value_too():
         ("algorithm.norm_adv_by_std_in_grpo=false", "grpo_use_std"),
         ("algorithm.rollout_correction.bypass_mode=true", "bypass_mode"),
         ("actor_rollout_ref.rollout.agent.default_agent_loop=single_turn_agent", "default_agent_loop"),
-        ("trainer.v1.trainer_mode=colocate_async", "trainer_mode"),
+        ("trainer.v1.trainer_mode=fully_async", "trainer_mode"),
     ],
 )
 def test_bad_values_name_their_key(override, key):

@@ -15,7 +15,7 @@ from tensordict import NonTensorStack, TensorDict
 
 import luffy.plugin  # noqa: F401
 from luffy.mix_src.mix_fields import OFF_POLICY_KEY, PREFIX_LEN_KEY
-from luffy.mix_src.mix_trainer import MIXRayPPOTrainer
+from luffy.mix_src.mix_trainer import MIX_TRAINERS, MIXRayPPOTrainer
 
 pytestmark = pytest.mark.slow  # a local Ray cluster and TransferQueue for the module (~25 s to start)
 
@@ -38,16 +38,17 @@ def tq_session():
     ray.shutdown()
 
 
-def _trainer(*overrides: str) -> MIXRayPPOTrainer:
+def _trainer(*overrides: str, cls: type = MIXRayPPOTrainer, global_steps: int = 1) -> MIXRayPPOTrainer:
     cfg = compose_luffy(
         f"actor_rollout_ref.rollout.n={N}", f"actor_rollout_ref.rollout.n_prefix={N_PREFIX}", *overrides
     )
-    trainer = object.__new__(MIXRayPPOTrainer)  # the hooks need only the config (no workers)
+    trainer = object.__new__(cls)  # the hooks need only the config and the step (no workers)
     trainer.config = cfg
+    trainer.global_steps = global_steps
     return trainer
 
 
-def _put_batch(tq, partition: str, seed: int = 0, n_prefix: int = N_PREFIX):
+def _put_batch(tq, partition: str, seed: int = 0, n_prefix: int = N_PREFIX, versions: dict | None = None):
     """Store a mixed batch; returns (KVBatchMeta, per-sample reference data)."""
     from transfer_queue import KVBatchMeta
 
@@ -77,7 +78,8 @@ def _put_batch(tq, partition: str, seed: int = 0, n_prefix: int = N_PREFIX):
                     "extra_fields": {OFF_POLICY_KEY: off, PREFIX_LEN_KEY: prefix_len},
                 }
             )
-            tags.append({"status": "success", "global_steps": 1, "min_global_steps": 0, "max_global_steps": 0})
+            lo, hi = (versions or {}).get((uid, session), (0, 0))
+            tags.append({"status": "success", "global_steps": 1, "min_global_steps": lo, "max_global_steps": hi})
     fields = {
         k: torch.nested.as_nested_tensor([r[k] for r in rows], layout=torch.jagged)
         for k in ("response_mask", "rm_scores", "old_log_probs", "rollout_log_probs", "entropy", "responses")
@@ -98,9 +100,10 @@ def _sequence_scores() -> torch.Tensor:
     return torch.tensor([float(r) for rewards in REWARDS.values() for r in rewards])
 
 
-def test_grpo_normalises_over_the_whole_mixed_group(tq_session):
-    trainer = _trainer("algorithm.adv_estimator=grpo", "algorithm.grpo_use_std=false")
-    batch, _ = _put_batch(tq_session, "adv_grpo")
+@pytest.mark.parametrize("mode", sorted(MIX_TRAINERS))
+def test_grpo_normalises_over_the_whole_mixed_group(tq_session, mode):
+    trainer = _trainer("algorithm.adv_estimator=grpo", "algorithm.grpo_use_std=false", cls=MIX_TRAINERS[mode])
+    batch, _ = _put_batch(tq_session, f"adv_grpo_{mode}")
     metrics: dict = {}
     trainer._compute_advantage(batch, metrics)
     adv = _advantages(tq_session, batch).view(3, N)
@@ -113,11 +116,14 @@ def test_grpo_normalises_over_the_whole_mixed_group(tq_session):
     # on-policy samples only: group a has one correct, b none, c all correct
     assert metrics["luffy/groups_all_correct"] == pytest.approx(1 / 3)
     assert metrics["luffy/groups_all_wrong"] == pytest.approx(1 / 3)
+    # mean advantage by kind: targets (1, 1, 0) against their group means (1/2, 1/4, 3/4)
+    assert metrics["luffy/advantage_off_policy"] == pytest.approx((1 / 2 + 3 / 4 - 3 / 4) / 3)
 
 
-def test_grpo_split_takes_statistics_from_on_policy_samples(tq_session):
-    trainer = _trainer("algorithm.adv_estimator=grpo_split", "algorithm.grpo_use_std=false")
-    batch, _ = _put_batch(tq_session, "adv_split")
+@pytest.mark.parametrize("mode", sorted(MIX_TRAINERS))
+def test_grpo_split_takes_statistics_from_on_policy_samples(tq_session, mode):
+    trainer = _trainer("algorithm.adv_estimator=grpo_split", "algorithm.grpo_use_std=false", cls=MIX_TRAINERS[mode])
+    batch, _ = _put_batch(tq_session, f"adv_split_{mode}")
     trainer._compute_advantage(batch, {})
     adv = _advantages(tq_session, batch).view(3, N)
     # by hand, session 0 is the target and the mean comes from sessions 1-3:
@@ -222,3 +228,64 @@ def test_bypass_mode_skips_rollout_correction_and_diagnostics_as_verl_does(tq_se
     trainer._compute_advantage(batch, metrics)
     assert not any(k.startswith(("rollout_corr/", "training/rollout_probs_diff")) for k in metrics)
     assert "luffy/off_policy_sample_share" in metrics
+
+
+def test_staleness_of_generated_samples_leaves_targets_out(tq_session):
+    # step 4 trains weights version 3; the targets carry their prompt's old submission tags (version 0)
+    versions = {(uid, s): (1, 3) if s == 1 else (2, 2) for uid in REWARDS for s in range(N_PREFIX, N)}
+    versions["c", 0] = (2, 2)  # c's target is a 2-token prefix the server continued: a generated sample
+    trainer = _trainer("algorithm.adv_estimator=grpo", cls=MIX_TRAINERS["colocate_async"], global_steps=4)
+    batch, _ = _put_batch(tq_session, "staleness", versions=versions)
+    metrics: dict = {}
+    trainer._compute_advantage(batch, metrics)
+    # generated: per group one sample lagging 0 (resumed from version 1 to 3) and two lagging 1, plus c's
+    # prefix-guided sample lagging 1: (2 + 2 + 3) / 10
+    assert metrics["luffy/on_policy_staleness/mean"] == pytest.approx(0.7)
+    assert metrics["luffy/on_policy_staleness/max"] == 1.0
+    assert metrics["luffy/on_policy_staleness_worst/max"] == 2.0  # not 3: the targets' tags are left out
+
+
+def test_a_stale_group_is_dropped_whole_target_included_and_replaced(tq_session):
+    """LUFFY's rule for staleness: veRL's async replay buffer judges a group by its prompt's submission
+    step and evicts it whole, target and generated samples together, then refills with a fresh prompt."""
+    from omegaconf import OmegaConf
+
+    from luffy.cpu.replay_buffer import FastPollReplayBufferAsync
+
+    tq = tq_session
+
+    def put_group(uid: str, step: int) -> None:
+        keys = [f"{uid}_{s}_0" for s in range(N)]
+        tags = [{"status": "success", "global_steps": step, "min_global_steps": step - 1, "max_global_steps": step - 1}]
+        tq.kv_batch_put(keys=keys, partition_id="train", tags=tags * N)
+        tq.kv_batch_put(
+            keys=[uid], partition_id="train", tags=[{"is_prompt": True, "status": "finished", "global_steps": step}]
+        )
+
+    refills: list[int] = []
+
+    def refill(count: int) -> int:
+        refills.append(count)
+        for i in range(count):
+            put_group(f"refill{len(refills)}x{i}", 3)
+        return count
+
+    put_group("stale", 1)  # submitted at step 1: spans 3 versions at step 3
+    put_group("fresh", 3)
+    buffer = FastPollReplayBufferAsync(
+        trainer_mode="colocate_async",
+        trainer_config=OmegaConf.create({}),
+        max_off_policy_threshold=2,
+        max_off_policy_strategy="drop",
+        sampler_kwargs={"poll_interval_s": 0.01},
+        refill_fn=refill,
+    )
+    batch, metrics = buffer.sample(global_steps=3, partition_id="train", batch_size=2)
+    assert refills == [1]
+    assert sorted({key.split("_")[0] for key in batch.keys}) == ["fresh", "refill1x0"]
+    assert len(batch.keys) == 2 * N
+    remaining = tq.kv_list().get("train", {})
+    assert not [key for key in remaining if key.startswith("stale")]  # the target (session 0) went too
+    assert metrics["training/off_policy/evicted_samples"] == 1
+    assert metrics["training/off_policy/evicted_samples_staleness/max"] == 3
+    tq.kv_clear(keys=list(remaining), partition_id="train")

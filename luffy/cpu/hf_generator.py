@@ -43,6 +43,7 @@ class GenerationResult:
     token_ids: list[int]
     log_probs: list[float] = field(default_factory=list)
     finish_reason: str = "length"  # "stop" (EOS), "length" (max_tokens) or "abort"
+    global_steps: int | None = None  # the server's weights version while generating (set by the server)
 
 
 def _as_list(value: int | Iterable[int] | None) -> list[int]:

@@ -161,11 +161,13 @@ class HFRolloutServer:
         self._wake.set()
         result: GenerationResult = await future
         stop_reason = "aborted" if result.finish_reason == "abort" else "completed"
+        # the weights version the tokens came from (a partial rollout's first part predates an update)
+        version = self.global_steps if result.global_steps is None else result.global_steps
         return TokenOutput(
             token_ids=result.token_ids,
             log_probs=result.log_probs if spec.logprobs else None,
             stop_reason=stop_reason,
-            extra_fields={"global_steps": self.global_steps, "finish_reason": result.finish_reason},
+            extra_fields={"global_steps": version, "finish_reason": result.finish_reason},
         )
 
     async def _batch_loop(self) -> None:
@@ -194,6 +196,7 @@ class HFRolloutServer:
             return
         try:
             async with self._engine_lock:
+                version = self.global_steps  # weights cannot change while the lock is held
                 results = await asyncio.to_thread(
                     self.engine.generate,
                     [r.prompt_ids for r in live],
@@ -208,6 +211,7 @@ class HFRolloutServer:
                     r.future.set_exception(exc)
             return
         for r, res in zip(live, results):
+            res.global_steps = version
             if not r.future.done():
                 r.future.set_result(res)
 

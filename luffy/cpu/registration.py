@@ -38,7 +38,9 @@ def _load_cpu_vllm_replica():
 
 register_rollout_adapter(ROLLOUT_NAME, "async", "luffy.cpu.rollout.HFCpuServerAdapter")
 # LUFFY's trainer runs this actor worker on the cpu platform (the CPU worker extends LUFFY's)
-register_actor_worker(PLATFORM_NAME, "luffy.cpu.worker:CpuMixActorRolloutRefWorker")
+register_actor_worker(
+    PLATFORM_NAME, "luffy.cpu.worker:CpuMixActorRolloutRefWorker", "luffy.cpu.worker:CpuMixDetachActorWorker"
+)
 RolloutReplicaRegistry.register(ROLLOUT_NAME, _load_hf_cpu_replica)
 
 if os.environ.get("VERL_PLATFORM", "").strip().lower() == PLATFORM_NAME:

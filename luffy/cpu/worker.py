@@ -18,7 +18,7 @@ import torch.distributed as dist
 from verl.workers.engine_workers import ActorRolloutRefWorker
 
 from luffy.cpu.names import PLATFORM_NAME
-from luffy.mix_src.mix_worker import MixActorRolloutRefWorker
+from luffy.mix_src.mix_worker import MixActorRolloutRefWorker, MixDetachActorWorker
 
 
 def cpu_platform_selected() -> bool:
@@ -62,6 +62,15 @@ class CpuActorRolloutRefWorker(ActorRolloutRefWorker):
 
 class CpuMixActorRolloutRefWorker(MixActorRolloutRefWorker):
     """LUFFY's actor worker that starts its process group as ``gloo`` first."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        prepare_cpu_process_group()
+        super().__init__(*args, **kwargs)
+
+
+class CpuMixDetachActorWorker(MixDetachActorWorker):
+    """LUFFY's ``separate_async`` worker (veRL's ``DetachActorWorker``) that starts its process group as
+    ``gloo`` first."""
 
     def __init__(self, *args, **kwargs) -> None:
         prepare_cpu_process_group()

@@ -304,6 +304,10 @@ def check_validation_files(config: Any) -> None:
         )
 
 
+# veRL's V1 trainer modes; LUFFY's trainer composes each (mix_trainer.MIX_TRAINERS, docs/async.md)
+TRAINER_MODES = ("sync", "colocate_async", "separate_async")
+
+
 def check_luffy_config(config: Any) -> None:
     """Validate every LUFFY key and the veRL settings LUFFY depends on, before anything starts.
 
@@ -329,8 +333,8 @@ def check_luffy_config(config: Any) -> None:
     if not config.trainer.get("use_v1", True):
         raise ValueError("trainer.use_v1=false: LUFFY runs on veRL's V1 trainer only; set trainer.use_v1=true")
     mode = config.trainer.v1.trainer_mode
-    if mode != "sync":
-        raise ValueError(f"trainer.v1.trainer_mode={mode!r}: LUFFY's trainer replaces veRL's 'sync' trainer only")
+    if mode not in TRAINER_MODES:
+        raise ValueError(f"trainer.v1.trainer_mode={mode!r}: LUFFY trains in veRL's modes {', '.join(TRAINER_MODES)}")
     if arr.actor.use_sft_multitask_loss and arr.rollout.n_prefix == 0:
         raise ValueError(
             "actor_rollout_ref.actor.use_sft_multitask_loss=true needs off-policy targets to train on, but "

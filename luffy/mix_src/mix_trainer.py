@@ -1,12 +1,17 @@
-"""``MIXRayPPOTrainer``: veRL's V1 sync trainer with LUFFY's off-policy mixing.
+"""LUFFY's trainers: veRL's three V1 trainers (``sync``, ``colocate_async``, ``separate_async``) with
+LUFFY's off-policy mixing.
 
+:class:`MixTrainerHooks` holds LUFFY's overrides; each trainer is that class composed with one of veRL's
+(``MIXRayPPOTrainer`` = ``PPOTrainerSync``, ``MixColocateAsyncTrainer``, ``MixSeparateAsyncTrainer``),
+so the mode's own hooks (weight sync, partial rollouts, the replay buffer's staleness policy) are veRL's.
 One step is veRL's ``PPOTrainer._step_once`` unchanged: rollout (LUFFY's agent loop answers
 ``n_prefix`` sessions per training prompt with the target), reward (same function for every sample),
 old log-probs (veRL's own phase: the actor recomputes them for every token), advantage, actor update
-(the worker's LUFFY loss). This class overrides only what has to know which tokens are off-policy:
+(the worker's LUFFY loss). ``MixTrainerHooks`` overrides only what has to know which tokens are off-policy:
 
 * ``_init_resource_pool_mgr``: the actor role runs :class:`MixActorRolloutRefWorker` (or the subclass
-  a platform registers, :mod:`luffy.mix_src.worker_registry`);
+  a platform registers, :mod:`luffy.mix_src.worker_registry`; in ``separate_async`` the variant with
+  veRL's ``DetachActorWorker``, which that mode's own override had put there);
 * ``_next_train_batch``: training prompts are marked for mixing and carry the training progress
   (validation batches are not marked, so validation never sees targets);
 * ``_compute_advantage``: the one place the trainer reads the off-policy record. One TransferQueue
@@ -17,8 +22,15 @@ old log-probs (veRL's own phase: the actor recomputes them for every token), adv
   diagnostics (``training/rollout_probs_diff_*``) over on-policy tokens (replacing the all-token
   values veRL's old-log-prob phase wrote a moment earlier).
 
-The name is LUFFY's (its users know it); the class is veRL's V1 ``PPOTrainerSync``, not the legacy
+The sync trainer's name is LUFFY's (its users know it); it is veRL's V1 ``PPOTrainerSync``, not the legacy
 ``RayPPOTrainer``. Every veRL method overridden here is listed in :mod:`luffy.verl_compat`.
+
+In the async modes a prompt group is trained on a step after the one that submitted it, and its generated
+samples may span several weight versions (partial rollouts resumed after a weight update). Targets have
+no behaviour policy: rollout correction never sees them (as in sync mode), and LUFFY logs the staleness
+of the generated samples alone (``luffy/on_policy_staleness/*``). veRL's staleness policy
+(``trainer.v1.sampler.max_off_policy_threshold``) judges a prompt group by the step that submitted it
+and evicts the group whole, target included; LUFFY keeps that rule (see ``docs/async.md``).
 """
 
 from __future__ import annotations
@@ -36,7 +48,7 @@ from verl.trainer.ppo import core_algos
 from verl.trainer.ppo.ray_trainer import apply_kl_penalty
 from verl.trainer.ppo.rollout_corr_helper import compute_rollout_correction_and_add_to_batch
 from verl.trainer.ppo.utils import Role
-from verl.trainer.ppo.v1 import PPOTrainerSync
+from verl.trainer.ppo.v1 import PPOTrainer, PPOTrainerColocateAsync, PPOTrainerSeparateAsync, PPOTrainerSync
 from verl.trainer.ppo.v1.utils import compute_advantage_for_multi_trajectories
 from verl.utils import tensordict_utils as tu
 from verl.utils.debug.metrics import calculate_debug_metrics
@@ -45,11 +57,11 @@ from verl.utils.profiler import simple_timer
 from verl.workers.utils.padding import response_to_nested
 
 from luffy.mix_src.advantage import GRPO_SPLIT
-from luffy.mix_src.metrics import compute_mix_metrics
+from luffy.mix_src.metrics import advantage_by_kind, compute_mix_metrics, on_policy_staleness_metrics
 from luffy.mix_src.mix_agent_loop import PROGRESS_KEY, TRAIN_BATCH_KEY
 from luffy.mix_src.mix_fields import as_dict_list, off_policy_flags, off_policy_token_mask
 from luffy.mix_src.worker_registry import actor_worker_class
-from luffy.verl_compat import use_sync_trainer
+from luffy.verl_compat import use_trainer
 
 logger = logging.getLogger(__name__)
 
@@ -69,15 +81,19 @@ _ADV_FIELDS = [
 ADV_LUFFY_TIMER = "adv_luffy"
 
 
-class MIXRayPPOTrainer(PPOTrainerSync):
-    """veRL's V1 synchronous PPO trainer, mixing ``n_prefix`` off-policy targets into each group."""
+class MixTrainerHooks(PPOTrainer):
+    """LUFFY's overrides of veRL's V1 ``PPOTrainer``; composed first with one of veRL's three trainers."""
+
+    # separate_async's trainer ranks must also save/restore weights on the host (veRL's DetachActorWorker)
+    detach_worker = False
 
     def _init_resource_pool_mgr(self):
         # V1 maps roles to worker classes here, not in the task runner; swap in LUFFY's actor worker.
         super()._init_resource_pool_mgr()
+        worker = actor_worker_class(get_device_name(), detach=self.detach_worker)
         for role in (Role.ActorRollout, Role.ActorRolloutRef, Role.Actor):
             if role in self.role_worker_mapping:
-                self.role_worker_mapping[role] = ray.remote(actor_worker_class(get_device_name()))
+                self.role_worker_mapping[role] = ray.remote(worker)
 
     def _next_train_batch(self, num_prompts: int | None = None) -> TensorDict:
         # The smallest place where only training prompts pass: mark them for the agent loop.
@@ -117,6 +133,9 @@ class MIXRayPPOTrainer(PPOTrainerSync):
                     entropy=data.batch.get("entropy", None),
                 )
             )
+            # staleness of the generated samples alone (targets have no behaviour weights to lag)
+            generated = (response_mask.bool() & ~off_tokens).any(dim=-1)  # (B,)
+            metrics.update(on_policy_staleness_metrics(batch.tags, generated, valid, self.global_steps))
         if not off_tokens.any() and self.config.algorithm.adv_estimator != GRPO_SPLIT:
             return super()._compute_advantage(batch, metrics)
         return self._mixed_advantage(batch, data, nested_mask, off_tokens, off_samples, metrics)
@@ -189,6 +208,8 @@ class MIXRayPPOTrainer(PPOTrainerSync):
                 **settings,
             )
 
+        valid = torch.tensor([not tag.get("is_padding", False) for tag in batch.tags], dtype=torch.bool)
+        metrics.update(advantage_by_kind(data.batch["advantages"], response_mask, off_samples, valid))
         nested = {name: response_to_nested(data.batch[name], nested_mask) for name in written}  # veRL's layout
         fields = TensorDict(nested, batch_size=len(batch))
         return tq.kv_batch_put(keys=batch.keys, partition_id=batch.partition_id, fields=fields)
@@ -253,12 +274,34 @@ class MIXRayPPOTrainer(PPOTrainerSync):
         return corr_metrics
 
 
+class MIXRayPPOTrainer(MixTrainerHooks, PPOTrainerSync):
+    """veRL's V1 synchronous PPO trainer, mixing ``n_prefix`` off-policy targets into each group."""
+
+
+class MixColocateAsyncTrainer(MixTrainerHooks, PPOTrainerColocateAsync):
+    """veRL's ``colocate_async`` trainer (partial rollouts, staleness bound) with LUFFY's mixing."""
+
+
+class MixSeparateAsyncTrainer(MixTrainerHooks, PPOTrainerSeparateAsync):
+    """veRL's ``separate_async`` trainer (standalone rollout replicas) with LUFFY's mixing."""
+
+    detach_worker = True
+
+
+MIX_TRAINERS: dict[str, type[PPOTrainer]] = {
+    "sync": MIXRayPPOTrainer,
+    "colocate_async": MixColocateAsyncTrainer,
+    "separate_async": MixSeparateAsyncTrainer,
+}
+
+
 def use_mix_trainer() -> None:
-    """Make veRL's V1 task runner build :class:`MIXRayPPOTrainer` in this process.
+    """Make veRL's V1 task runner build LUFFY's trainer for every ``trainer.v1.trainer_mode``, in this process.
 
     veRL picks the trainer class from ``TRAINER_REGISTRY[trainer.v1.trainer_mode]`` and several code
-    paths compare the mode to the string ``"sync"``, so a new mode name would switch to the async
-    paths; ``register_trainer`` refuses to re-register a name and no public hook selects a subclass.
-    The task runner therefore maps ``"sync"`` to LUFFY's trainer in its own process, here only.
+    paths compare the mode to the strings ``"sync"`` etc., so a new mode name would switch paths;
+    ``register_trainer`` refuses to re-register a name and no public hook selects a subclass.
+    The task runner therefore maps each mode to LUFFY's trainer in its own process, here only.
     """
-    use_sync_trainer(MIXRayPPOTrainer)
+    for mode, trainer_cls in MIX_TRAINERS.items():
+        use_trainer(mode, trainer_cls)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from functools import partial
 
+from verl.experimental.separation.engine_workers import DetachActorWorker
 from verl.single_controller.base.decorator import Dispatch, register
 from verl.workers.engine_workers import ActorRolloutRefWorker, TrainingWorker
 
@@ -50,3 +51,8 @@ class MixActorRolloutRefWorker(ActorRolloutRefWorker):
             )
         self.loss_fn = partial(luffy_ppo_loss, config=actor_config)
         self.actor.set_loss_fn(self.loss_fn)
+
+
+class MixDetachActorWorker(MixActorRolloutRefWorker, DetachActorWorker):
+    """LUFFY's worker for ``separate_async``: veRL's ``DetachActorWorker`` (the trainer saves and restores
+    the old policy's weights on the host between mini-batches) with LUFFY's loss."""
