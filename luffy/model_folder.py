@@ -42,3 +42,19 @@ def read_model_config(folder: str | Path) -> dict[str, Any] | None:
     if not isinstance(data, dict):
         raise LuffyDataError(f"{path} holds a JSON {type(data).__name__}, not an object (a model config); {fix}")
     return data
+
+
+def check_model_path(model_path: str) -> None:
+    """Refuse a model path that names a local folder (absolute, ``./``, ``../`` or ``~``) which does not
+    exist or holds no ``config.json``; anything else may be a hub name and is left to the engine.
+
+    Raises:
+        LuffyDataError: naming the path and what is missing.
+    """
+    if not str(model_path).startswith(("/", "./", "../", "~")):
+        return
+    folder = Path(model_path).expanduser()
+    if not folder.is_dir():
+        raise LuffyDataError(f"--model_path {model_path}: no such folder")
+    if not (folder / CONFIG_NAME).is_file():
+        raise LuffyDataError(f"--model_path {model_path}: not a model folder (no {CONFIG_NAME} in it)")

@@ -541,6 +541,12 @@ def test_other_scripts_turn_user_mistakes_into_one_line(tmp_path, capsys):
     assert_one_line_error(capsys.readouterr().err, "empty.parquet is an empty file")
     assert run_main("exp_scripts/plot_metrics.py", tmp_path / "nope.jsonl") == 2
     assert_one_line_error(capsys.readouterr().err, "nope.jsonl")
+    for model, words in ((tmp_path / "no_model", "no such folder"), (tmp_path, "not a model folder")):
+        out = tmp_path / f"{model.name}.jsonl"
+        assert run_main("eval_scripts/generate_vllm.py", "--model_path", model, "--input_file", good,
+                        "--output_file", out, "--engine", "hf") == 2
+        assert_one_line_error(capsys.readouterr().err, f"--model_path {model}: {words}")
+        assert not out.exists()
 
 
 @pytest.mark.parametrize(

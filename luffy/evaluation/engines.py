@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from luffy.data.errors import LuffyDataError
-from luffy.model_folder import read_model_config
+from luffy.model_folder import check_model_path, read_model_config
 from luffy.prompts import build_messages
 
 logger = logging.getLogger(__name__)
@@ -223,6 +223,7 @@ def make_engine(
     far faster with 1); ``kv_cache_gb`` sizes vLLM's KV cache (default on its CPU build:
     :data:`CPU_KV_CACHE_GB`; on a GPU: vLLM's memory-utilisation share).
     """
+    check_model_path(model_path)  # a mistyped local path: one line, before any engine loads
     read_model_config(model_path)  # a damaged config.json: one line naming it, before any engine loads
     if engine == "auto":
         engine = "vllm" if vllm_available() else "hf"
