@@ -182,6 +182,7 @@ def report(args: argparse.Namespace) -> int:
         evaluate_trainer,
         final_table,
         load_sweep,
+        load_train_stats,
         plot,
         stepsize_table,
         trainer_check_table,
@@ -206,7 +207,7 @@ def report(args: argparse.Namespace) -> int:
     print(text)
     print(f"report: {out / 'report.md'}  figure: {args.figure}")
     if args.check_regime:
-        problems = check_regime(sweep_results)
+        problems = check_regime(sweep_results, load_train_stats(out / "sweep.json"))
         for line in problems:
             print(f"regime check failed: {line}")
         return 1 if problems else 0

@@ -20,7 +20,8 @@
 # half the steps, then on-policy GRPO; its trainer run starts from the loop's seed-0 weights at the switch).
 # --quick: steps 1 and 3 only (fewer pre-training steps, seed 0, luffy and grpo, 6 steps), then exits
 #   non-zero unless the regime holds: the base solves some held-out problems but not all, pass@8 above
-#   greedy, and LUFFY's held-out trace log-prob ends above the base's and above GRPO's (CI).
+#   greedy; GRPO's groups hold successes at step 1 and its ID greedy accuracy ends above the base's;
+#   LUFFY's held-out trace log-prob ends above the base's (CI).
 # Settings (environment): OUT_DIR, SEEDS, ARMS, STEPS, BATCH (prompts per step), MINI_BATCH (prompts per
 # optimizer update), N, LR, EVAL_EVERY, Q, PRETRAIN_STEPS, TRAINER_ARMS, TRAINER_STEPS, TRAINER_SAVE, STEPSIZE (0: skip step 2), FIGURE.
 set -euo pipefail
@@ -47,7 +48,7 @@ MINI_BATCH="${MINI_BATCH:-${BATCH}}"  # one optimizer update a step (see docs/to
 RESPONSE_LEN=64   # a 3-digit trace is 41 tokens with its EOS; also the loss's length normaliser
 if [[ "${QUICK}" == 1 ]]; then
   SEEDS="${SEEDS:-0}" ARMS="${ARMS:-luffy grpo}" STEPS="${STEPS:-6}" EVAL_EVERY="${EVAL_EVERY:-3}"
-  PRETRAIN_STEPS="${PRETRAIN_STEPS:-600}" TRAINER_ARMS="${TRAINER_ARMS:-}" STEPSIZE=0
+  PRETRAIN_STEPS="${PRETRAIN_STEPS:-400}" TRAINER_ARMS="${TRAINER_ARMS:-}" STEPSIZE=0
   FIGURE="${FIGURE:-${OUT_DIR}/toy_reproduction.png}"
 else
   SEEDS="${SEEDS:-0 1 2 3 4}" ARMS="${ARMS:-luffy luffy_split grpo sft rl_sft_loss sft_rl}"
@@ -79,7 +80,7 @@ if [[ "${STEPSIZE}" == 1 ]]; then
     --seeds 0 --settings grpo:2e-3:4 grpo:2e-3:1 grpo:5e-4:4 grpo:5e-4:1 grpo:2e-4:1 grpo:1e-4:1
   stamp "collapse: the old regime, a format-only base that solves nothing (the old toy's sizes, 20 steps)"
   "${PYTHON}" exp_scripts/toy_reproduction.py stepsize --name collapse --format_only --out "${OUT_DIR}" \
-    --steps 20 --batch 16 --n 4 --eval_every 5 --seeds 0 1 2 --pretrain_steps "${PRETRAIN_STEPS}" \
+    --steps 20 --batch 16 --n 4 --eval_every 5 --seeds 0 1 2 --pretrain_steps 400 \
     --settings luffy:2e-3:4 luffy:2e-4:4 luffy:2e-3:1 luffy_split:2e-3:4
 fi
 

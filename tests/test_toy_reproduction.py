@@ -2,9 +2,9 @@
 the in-process loop, seed 0, a few steps).
 
 The script exits non-zero unless the regime holds (the base solves some held-out problems but not all,
-pass@8 above greedy; LUFFY's held-out trace log-prob ends above the base's and GRPO's); this test also
-reads what it wrote and checks the runs were what they claim: one start, GRPO's groups held successes
-from the first step (on-policy RL has a signal), and the report and figure exist.
+pass@8 above greedy; GRPO's groups hold successes at step 1 and it learns from them; LUFFY learns from
+the traces); this test reads what it wrote and checks the same, that both arms had one start, and that
+the report and figure exist.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from _limits import END_TO_END_S
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
-# ~3 min alone on 2 cores (pre-training ~1.5 min, two 6-step runs with 3 evaluations each)
+# ~2-4 min on 2 cores (pre-training, then two 6-step runs with 3 evaluations each)
 pytestmark = pytest.mark.slow
 
 
@@ -36,24 +36,23 @@ def quick_run(tmp_path_factory) -> tuple[Path, str]:
     return out, proc.stdout
 
 
-def test_the_base_is_partly_competent_and_grpo_has_a_signal(quick_run):
-    out, _ = quick_run
+def test_the_base_is_partly_competent_and_grpo_learns_from_its_successes(quick_run):
+    out, stdout = quick_run
     sweep = json.loads((out / "sweep.json").read_text())
     assert set(sweep) == {"luffy", "grpo"}
     base = sweep["luffy"]["0"]["eval"]["0"]
     assert sweep["grpo"]["0"]["eval"]["0"] == base  # one start for both arms
     assert 0 < base["id_greedy"] < 1 and base["id_pass8"] > base["id_greedy"]
-    assert sweep["grpo"]["0"]["train"]["1"]["groups_with_success"] > 0
+    grpo = sweep["grpo"]["0"]
+    assert grpo["train"]["1"]["groups_with_success"] > 0
+    assert grpo["eval"][str(max(map(int, grpo["eval"])))]["id_greedy"] > base["id_greedy"]
+    assert "regime check failed" not in stdout
 
 
 def test_luffy_learns_from_the_traces(quick_run):
-    out, stdout = quick_run
-    sweep = json.loads((out / "sweep.json").read_text())
-    last = {arm: runs["0"]["eval"][str(max(map(int, runs["0"]["eval"])))] for arm, runs in sweep.items()}
-    base = sweep["luffy"]["0"]["eval"]["0"]
-    assert last["luffy"]["trace_logprob"] > base["trace_logprob"]
-    assert last["luffy"]["trace_logprob"] > last["grpo"]["trace_logprob"]
-    assert "regime check failed" not in stdout
+    out, _ = quick_run
+    luffy = json.loads((out / "sweep.json").read_text())["luffy"]["0"]
+    assert luffy["eval"][str(max(map(int, luffy["eval"])))]["trace_logprob"] > luffy["eval"]["0"]["trace_logprob"]
 
 
 def test_report_and_figure_written(quick_run):

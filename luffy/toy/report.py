@@ -238,28 +238,38 @@ def plot(sweep: Sweep, trainer: dict[str, dict[int, dict[str, float]]], out: Pat
     plt.close(fig)
 
 
-def check_regime(sweep: Sweep) -> list[str]:
+def load_train_stats(path: Path) -> dict[str, dict[int, dict[int, dict[str, float]]]]:
+    """``sweep.json``'s rollout statistics: arm -> seed -> step -> {reward, groups_with_success}."""
+    raw = json.loads(Path(path).read_text())
+    return {arm: {int(seed): {int(step): st for step, st in run["train"].items()} for seed, run in by_seed.items()}
+            for arm, by_seed in raw.items()}
+
+
+def check_regime(sweep: Sweep, train_stats: dict[str, dict[int, dict[int, dict[str, float]]]]) -> list[str]:
     """The behaviours ``--quick`` asserts; returns what failed (empty when all hold).
 
-    The base solves some problems but not all (0 < ID greedy < 1, pass@8 above greedy), so on-policy
-    GRPO has a signal; and from there the traces help: LUFFY's held-out trace log-prob rises above
-    the base's, and above on-policy GRPO's."""
+    The paper's regime: the base solves some held-out problems but not all and pass@8 is above its
+    greedy accuracy; on-policy GRPO's groups hold successes from its first step, and it learns from
+    them (its ID greedy accuracy ends above the base's); LUFFY learns from the traces (their held-out
+    log-prob ends above the base's)."""
+    for arm in ("luffy", "grpo"):
+        if arm not in sweep:
+            return [f"the sweep has no {arm} arm"]
     failed = []
-    base = next(iter(next(iter(sweep.values())).values()))[0]
+    base = next(iter(sweep["grpo"].values()))[0]
     if not 0 < base["id_greedy"] < 1:
         failed.append(f"base ID greedy accuracy {base['id_greedy']:.2f} is not strictly between 0 and 1")
     if not base["id_pass8"] > base["id_greedy"]:
         failed.append(f"base pass@8 {base['id_pass8']:.2f} is not above its greedy accuracy {base['id_greedy']:.2f}")
-    for arm in ("luffy", "grpo"):
-        if arm not in sweep:
-            failed.append(f"the sweep has no {arm} arm")
-    if not failed:
-        for seed, end in final(sweep, "luffy").items():
-            grpo_end = final(sweep, "grpo")[seed]
-            if not end["trace_logprob"] > base["trace_logprob"]:
-                failed.append(f"seed {seed}: LUFFY's trace log-prob {end['trace_logprob']:.2f} did not rise above "
-                              f"the base's {base['trace_logprob']:.2f}")
-            if not end["trace_logprob"] > grpo_end["trace_logprob"]:
-                failed.append(f"seed {seed}: LUFFY's trace log-prob {end['trace_logprob']:.2f} is not above "
-                              f"GRPO's {grpo_end['trace_logprob']:.2f}")
+    for seed, end in final(sweep, "grpo").items():
+        first = train_stats["grpo"][seed][1]["groups_with_success"]
+        if not first > 0:
+            failed.append(f"seed {seed}: no GRPO group held a success at step 1")
+        if not end["id_greedy"] > base["id_greedy"]:
+            failed.append(f"seed {seed}: GRPO's ID greedy accuracy {end['id_greedy']:.2f} did not rise above the "
+                          f"base's {base['id_greedy']:.2f}")
+    for seed, end in final(sweep, "luffy").items():
+        if not end["trace_logprob"] > base["trace_logprob"]:
+            failed.append(f"seed {seed}: LUFFY's trace log-prob {end['trace_logprob']:.2f} did not rise above "
+                          f"the base's {base['trace_logprob']:.2f}")
     return failed
