@@ -192,7 +192,9 @@ def report(args: argparse.Namespace) -> int:
     data = _data(args)
     sweep_results = load_sweep(out / "sweep.json")
     trainer = evaluate_trainer(out, args.trainer_arms, data, sft_rl_switch=args.sft_rl_switch)
-    parts = ["## Claims (final step, every seed)", claims_table(sweep_results),
+    parts = ["## Claims at the final step, every seed", claims_table(sweep_results, "final"),
+             "## Claims on the mean over the run's evaluations (learning speed), every seed",
+             claims_table(sweep_results, "mean"),
              "## Final held-out metrics (mean over seeds, min-max)", final_table(sweep_results)]
     if trainer:
         parts += ["## Real trainer (seed 0) vs the loop's seed spread", trainer_check_table(sweep_results, trainer)]

@@ -55,3 +55,16 @@ def test_trainer_values_are_checked_against_the_band_at_common_steps():
     by_key = {(arm, key): inside for arm, step, key, value, lo, hi, inside in rows}
     assert by_key[("luffy", "id_greedy")] and by_key[("luffy", "trace_logprob")]
     assert not by_key[("sft", "id_greedy")]  # 0.9 against 0.5, 0.4
+
+
+def test_run_mean_averages_the_evaluations_after_the_start():
+    from luffy.toy.report import run_mean
+
+    sweep = _sweep()
+    sweep["luffy"][0][5] = _m(0.2, logprob=-4.0)
+    mean = run_mean(sweep, "luffy")
+    assert mean[0]["id_greedy"] == pytest.approx((0.2 + 0.6) / 2)  # steps 5 and 10, not the base at 0
+    assert mean[0]["trace_logprob"] == pytest.approx(-3.0)
+    assert mean[1]["id_greedy"] == pytest.approx(0.4)  # seed 1: step 10 only
+    rows = {claim: holds for claim, _, _, _, holds, _ in claim_verdicts(sweep, summary="mean")}
+    assert rows["(a) LUFFY beats on-policy GRPO in-distribution"] == 0  # 0.4 < 0.5 in both seeds

@@ -58,5 +58,5 @@ def test_luffy_learns_from_the_traces(quick_run):
 def test_report_and_figure_written(quick_run):
     out, stdout = quick_run
     report = (out / "report.md").read_text()
-    assert "## Claims" in report and "holds in" in report and report.strip() in stdout
+    assert "## Claims at the final step" in report and "holds in" in report and report.strip() in stdout
     assert (out / "toy_reproduction.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

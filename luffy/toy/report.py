@@ -64,6 +64,19 @@ def final(sweep: Sweep, arm: str) -> dict[int, dict[str, float]]:
     return {seed: by_step[max(by_step)] for seed, by_step in sorted(sweep[arm].items())}
 
 
+def run_mean(sweep: Sweep, arm: str) -> dict[int, dict[str, float]]:
+    """Each seed's metrics averaged over the evaluations after step 0 (the area under the learning curve:
+    how fast an arm gets there, which the final step hides once arms saturate)."""
+    out = {}
+    for seed, by_step in sorted(sweep[arm].items()):
+        steps = [s for s in by_step if s > 0]
+        out[seed] = {k: statistics.mean(by_step[s][k] for s in steps) for k in by_step[steps[0]]}
+    return out
+
+
+SUMMARIES = {"final": final, "mean": run_mean}
+
+
 def _ood(m: dict[str, float]) -> float:
     return (m["retention_greedy"] + m["transfer_greedy"]) / 2
 
@@ -85,13 +98,15 @@ CLAIMS = (
 )
 
 
-def claim_verdicts(sweep: Sweep, luffy_arm: str = "luffy") -> list[tuple[str, str, str, list[str], int, int]]:
-    """Per claim: (claim, other arm, metric, per-seed cells, seeds where it holds, seeds)."""
+def claim_verdicts(sweep: Sweep, luffy_arm: str = "luffy", summary: str = "final"
+                   ) -> list[tuple[str, str, str, list[str], int, int]]:
+    """Per claim: (claim, other arm, metric, per-seed cells, seeds where it holds, seeds); each seed's
+    metrics at the final step (``summary="final"``) or averaged over the run's evaluations (``"mean"``)."""
     rows = []
     for claim, other, metric, compare in CLAIMS:
         if luffy_arm not in sweep or other not in sweep:
             continue
-        mine, theirs = final(sweep, luffy_arm), final(sweep, other)
+        mine, theirs = SUMMARIES[summary](sweep, luffy_arm), SUMMARIES[summary](sweep, other)
         seeds = sorted(set(mine) & set(theirs))
         cells, holds = [], 0
         for seed in seeds:
@@ -102,13 +117,14 @@ def claim_verdicts(sweep: Sweep, luffy_arm: str = "luffy") -> list[tuple[str, st
     return rows
 
 
-def claims_table(sweep: Sweep) -> str:
+def claims_table(sweep: Sweep, summary: str = "final") -> str:
     """Markdown: one row per claim (LUFFY's recipe, then grpo_split) with per-seed values and the verdict."""
     seeds = sorted({s for by_seed in sweep.values() for s in by_seed})
-    head = "| claim | LUFFY arm vs | metric (final step) | " + " | ".join(f"seed {s}" for s in seeds) + " | verdict |"
+    when = "final step" if summary == "final" else "mean over the run's evaluations"
+    head = f"| claim | LUFFY arm vs | metric ({when}) | " + " | ".join(f"seed {s}" for s in seeds) + " | verdict |"
     lines = [head, "|" + " --- |" * (4 + len(seeds))]
     for luffy_arm in ("luffy", "luffy_split"):
-        for claim, other, metric, cells, holds, m in claim_verdicts(sweep, luffy_arm):
+        for claim, other, metric, cells, holds, m in claim_verdicts(sweep, luffy_arm, summary):
             name = claim if luffy_arm == "luffy" else claim.replace("LUFFY", "LUFFY (grpo_split)")
             verdict = f"holds in {holds} of {m} seeds"
             lines.append(f"| {name} | {other} | {metric} | " + " | ".join(cells) + f" | {verdict} |")
