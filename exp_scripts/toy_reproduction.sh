@@ -48,7 +48,7 @@ MINI_BATCH="${MINI_BATCH:-${BATCH}}"  # one optimizer update a step (see docs/to
 RESPONSE_LEN=64   # a 3-digit trace is 41 tokens with its EOS; also the loss's length normaliser
 if [[ "${QUICK}" == 1 ]]; then
   SEEDS="${SEEDS:-0}" ARMS="${ARMS:-luffy grpo}" STEPS="${STEPS:-6}" EVAL_EVERY="${EVAL_EVERY:-3}"
-  PRETRAIN_STEPS="${PRETRAIN_STEPS:-400}" TRAINER_ARMS="${TRAINER_ARMS:-}" STEPSIZE=0
+  PRETRAIN_STEPS="${PRETRAIN_STEPS:-600}" TRAINER_ARMS="${TRAINER_ARMS:-}" STEPSIZE=0
   FIGURE="${FIGURE:-${OUT_DIR}/toy_reproduction.png}"
 else
   SEEDS="${SEEDS:-0 1 2 3 4}" ARMS="${ARMS:-luffy luffy_split grpo sft rl_sft_loss sft_rl}"

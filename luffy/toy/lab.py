@@ -21,7 +21,7 @@ sees the same prompts in the same order and the same sampling seeds.
 from __future__ import annotations
 
 import random
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import luffy.plugin  # noqa: F401  (before luffy.mix_src: it registers luffy in veRL, see its docstring)
@@ -235,7 +235,3 @@ def eval_seed(seed: int, step: int) -> int:
     """The sampling seed of the held-out evaluation after ``step`` steps (the same for every arm)."""
     return 7919 * seed + step + 1
 
-
-def with_sizes(cfg: LabConfig, **changes) -> LabConfig:
-    """``cfg`` with fields replaced (a pilot's variants)."""
-    return replace(cfg, **changes)
