@@ -89,16 +89,31 @@ def prepare(args: argparse.Namespace) -> int:
         order = data_order(data.train, 0)
         k = args.sft_rl_offset % len(order)
         write_parquet(order[k:] + order[:k], out / "data" / "train_after_sft.parquet", "train")
-    if (out / "base_model" / "model.safetensors").exists():
-        print(f"base model already in {out / 'base_model'}: kept (delete it to rebuild)")
+    settings = {"q": args.q, "pretrain_steps": args.pretrain_steps, "n_train": args.n_train, "n_eval": args.n_eval}
+    if _built_with(out / "base_model", settings):
+        print(f"base model already in {out / 'base_model'} with these settings: kept")
         return 0
     started = time.time()
     losses = build_base_model(out / "base_model", data.excluded(), q=args.q, steps=args.pretrain_steps,
                               progress=False)
+    _record(out / "base_model", settings)
     print(f"{len(data.train)} train problems, {args.n_eval} per held-out split; base model in {out / 'base_model'} "
           f"(q={args.q}, {args.pretrain_steps} steps, loss {losses['first_loss']:.2f} -> {losses['last_loss']:.3f}, "
           f"{time.time() - started:.0f} s)")
     return 0
+
+
+SETTINGS_FILE = "toy_settings.json"
+
+
+def _built_with(model_dir: Path, settings: dict) -> bool:
+    """Whether ``model_dir`` holds a model built with exactly ``settings`` (else it is rebuilt)."""
+    path = model_dir / SETTINGS_FILE
+    return (model_dir / "model.safetensors").exists() and path.exists() and json.loads(path.read_text()) == settings
+
+
+def _record(model_dir: Path, settings: dict) -> None:
+    (model_dir / SETTINGS_FILE).write_text(json.dumps(settings) + "\n")
 
 
 def _fmt(metrics: dict[str, float]) -> str:
@@ -119,7 +134,7 @@ def sweep(args: argparse.Namespace) -> int:
     cfg = LabConfig(steps=args.steps, batch=args.batch, mini_batch=args.mini_batch or args.batch, n=args.n,
                     lr=args.lr, eval_every=args.eval_every)
     path = out / "sweep.json"
-    results = json.loads(path.read_text()) if path.exists() else {}
+    results: dict = {}  # a fresh sweep: results of an earlier run in OUT are replaced, never mixed in
     base_model, tokenizer = load_policy(out / "base_model")
     prompts = Prompts(tokenizer)
     started = time.time()
@@ -152,10 +167,13 @@ def stepsize(args: argparse.Namespace) -> int:
     base = out / "base_model"
     if args.format_only:
         base = out / "format_only_base"
-        if not (base / "model.safetensors").exists():
+        settings = {"format_only": True, "pretrain_steps": args.pretrain_steps, "n_train": args.n_train,
+                    "n_eval": args.n_eval}
+        if not _built_with(base, settings):
             t0 = time.time()
             build_base_model(base, data.excluded(), q=1.0, steps=args.pretrain_steps, format_only=True,
                              progress=False)
+            _record(base, settings)
             print(f"format-only base model in {base} ({time.time() - t0:.0f} s)")
     results = {}
     for setting in args.settings:

@@ -82,6 +82,8 @@ if [[ "${STEPSIZE}" == 1 ]]; then
   "${PYTHON}" exp_scripts/toy_reproduction.py stepsize --name collapse --format_only --out "${OUT_DIR}" \
     --steps 20 --batch 16 --n 4 --eval_every 5 --seeds 0 1 2 --pretrain_steps 400 \
     --settings luffy:2e-3:4 luffy:2e-4:4 luffy:2e-3:1 luffy_split:2e-3:4
+else
+  rm -f "${OUT_DIR}/pilot.json" "${OUT_DIR}/collapse.json"  # the report shows this run's results only
 fi
 
 stamp "sweep: arms ${ARMS}; seeds ${SEEDS}; ${STEPS} steps x ${BATCH} prompts x n=${N}, lr ${LR}"
