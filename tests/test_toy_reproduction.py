@@ -20,7 +20,7 @@ from _limits import END_TO_END_S
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
-# ~2.5 min on the shared 2 cores (pre-training, then two 6-step runs with 3 evaluations each)
+# ~1.5-2.5 min on the shared 2 cores (pre-training, then two 6-step runs with 3 evaluations each)
 pytestmark = pytest.mark.slow
 
 
