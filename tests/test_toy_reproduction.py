@@ -1,9 +1,10 @@
-"""End to end: ``exp_scripts/toy_reproduction.sh --quick`` (LUFFY with ``grpo_split`` advantages and
-on-policy GRPO, from one base model).
+"""End to end: ``exp_scripts/toy_reproduction.sh --quick`` (pre-training, then LUFFY and on-policy GRPO in
+the in-process loop, seed 0, a few steps).
 
-The script itself exits non-zero unless the held-out traces are more likely under LUFFY's final policy
-than under GRPO's; this test also reads what it wrote (results, table, figure, metrics) and checks the
-runs were what they claim: GRPO never saw a target, LUFFY saw one per group.
+The script exits non-zero unless the regime holds (the base solves some held-out problems but not all,
+pass@8 above greedy; GRPO's groups hold successes at step 1 and it learns from them; LUFFY learns from
+the traces); this test reads what it wrote and checks the same, that both arms had one start, and that
+the report and figure exist.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from _limits import END_TO_END_S
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
-# ~6.5 min alone on 2 cores (format pre-training, then two trainer runs of 10 steps: ~8 CPU-min)
+# ~1.5-2.5 min on the shared 2 cores (pre-training, then two 6-step runs with 3 evaluations each)
 pytestmark = pytest.mark.slow
 
 
@@ -35,36 +36,27 @@ def quick_run(tmp_path_factory) -> tuple[Path, str]:
     return out, proc.stdout
 
 
-def _metrics(path: Path) -> dict[int, dict]:
-    return {r["step"]: r["data"] for r in map(json.loads, path.read_text().splitlines()) if r.get("data")}
-
-
-def test_luffy_makes_held_out_traces_more_likely_than_grpo(quick_run):
+def test_the_base_is_partly_competent_and_grpo_learns_from_its_successes(quick_run):
     out, stdout = quick_run
-    results = json.loads((out / "results.json").read_text())
-    assert set(results) == {"luffy_split", "grpo"}
-    base = results["luffy_split"]["0"]
-    assert results["grpo"]["0"] == base  # one start for both runs
-    final = {run: by_step[str(max(map(int, by_step)))] for run, by_step in results.items()}
-    assert min(map(int, results["luffy_split"])) == 0 and max(map(int, results["luffy_split"])) > 0
-    assert final["luffy_split"]["trace_logprob"] > final["grpo"]["trace_logprob"]
-    assert final["luffy_split"]["trace_logprob"] > base["trace_logprob"]  # LUFFY learned from the traces
-    assert "is higher than GRPO" in stdout
+    sweep = json.loads((out / "sweep.json").read_text())
+    assert set(sweep) == {"luffy", "grpo"}
+    base = sweep["luffy"]["0"]["eval"]["0"]
+    assert sweep["grpo"]["0"]["eval"]["0"] == base  # one start for both arms
+    assert 0 < base["id_greedy"] < 1 and base["id_pass8"] > base["id_greedy"]
+    grpo = sweep["grpo"]["0"]
+    assert grpo["train"]["1"]["groups_with_success"] > 0
+    assert grpo["eval"][str(max(map(int, grpo["eval"])))]["id_greedy"] > base["id_greedy"]
+    assert "regime check failed" not in stdout
 
 
-def test_table_and_figure_written(quick_run):
-    out, stdout = quick_run
-    table = (out / "table.md").read_text().splitlines()
-    assert len(table) == 2 + 3  # header, rule, base model, LUFFY, GRPO
-    assert table[3].startswith("| LUFFY, grpo_split") and table[4].startswith("| on-policy GRPO")
-    assert "\n".join(table) in stdout
-    assert (out / "toy_luffy_vs_grpo_vs_sft.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-
-
-def test_grpo_saw_no_target_and_luffy_one_per_group(quick_run):
+def test_luffy_learns_from_the_traces(quick_run):
     out, _ = quick_run
-    luffy, grpo = _metrics(out / "luffy_split" / "metrics.jsonl"), _metrics(out / "grpo" / "metrics.jsonl")
-    assert luffy and grpo and sorted(luffy) == sorted(grpo)
-    for step in luffy:
-        assert luffy[step]["luffy/off_policy_sample_share"] == pytest.approx(1 / 4)
-        assert grpo[step].get("luffy/off_policy_sample_share", 0.0) == 0.0
+    luffy = json.loads((out / "sweep.json").read_text())["luffy"]["0"]
+    assert luffy["eval"][str(max(map(int, luffy["eval"])))]["trace_logprob"] > luffy["eval"]["0"]["trace_logprob"]
+
+
+def test_report_and_figure_written(quick_run):
+    out, stdout = quick_run
+    report = (out / "report.md").read_text()
+    assert "## Claims at the final step" in report and "holds in" in report and report.strip() in stdout
+    assert (out / "toy_reproduction.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
