@@ -11,14 +11,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
 from collections import defaultdict
 from pathlib import Path
 
 import pytest
-from _limits import END_TO_END_S
+from _limits import run_tiny_cpu, step_metrics
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 STEPS, BATCH, N, N_PREFIX = 3, 4, 4, 1
@@ -31,33 +28,12 @@ pytestmark = pytest.mark.slow
 def async_run(request, tmp_path_factory) -> tuple[str, Path]:
     mode = request.param
     out = tmp_path_factory.mktemp(f"luffy_{mode}")
-    env = dict(
-        os.environ,
-        PYTHON=sys.executable,
-        OUT_DIR=str(out),
-        TRAINER_MODE=mode,
-        FIGURE="none",
-        RESUME="0",
-        TEST_FREQ="-1",
-        STEPS=str(STEPS),
-        BATCH=str(BATCH),
-        N=str(N),
-        N_PREFIX=str(N_PREFIX),
+    run_tiny_cpu(
+        out, TRAINER_MODE=mode, FIGURE="none", RESUME=0, TEST_FREQ=-1, STEPS=STEPS, BATCH=BATCH, N=N, N_PREFIX=N_PREFIX
     )
-    proc = subprocess.run(
-        ["bash", str(REPO_ROOT / "exp_scripts" / "train_tiny_cpu.sh")],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=END_TO_END_S,
-    )
-    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-5000:]
     return mode, out
 
 
-def _metrics(path: Path) -> dict[int, dict]:
-    return {r["step"]: r["data"] for r in map(json.loads, path.read_text().splitlines()) if r.get("data")}
 
 
 def _groups(out: Path, step: int) -> dict[str, dict[int, dict]]:
@@ -72,7 +48,7 @@ def _groups(out: Path, step: int) -> dict[str, dict[int, dict]]:
 
 def test_every_group_holds_its_target_and_all_its_samples(async_run):
     _, out = async_run
-    metrics = _metrics(out / "metrics.jsonl")
+    metrics = step_metrics(out / "metrics.jsonl")
     assert sorted(metrics) == list(range(1, STEPS + 1))
     for step, m in metrics.items():
         groups = _groups(out, step)
@@ -87,7 +63,7 @@ def test_every_group_holds_its_target_and_all_its_samples(async_run):
 
 def test_advantages_are_grpo_over_the_whole_mixed_group(async_run):
     _, out = async_run
-    for step, m in _metrics(out / "metrics.jsonl").items():
+    for step, m in step_metrics(out / "metrics.jsonl").items():
         off, on = [], []
         for sessions in _groups(out, step).values():
             scores = [sessions[s]["score"] for s in range(N)]
@@ -100,7 +76,7 @@ def test_advantages_are_grpo_over_the_whole_mixed_group(async_run):
 
 def test_rollout_correction_and_diagnostics_see_generated_tokens_only(async_run):
     _, out = async_run
-    for step, m in _metrics(out / "metrics.jsonl").items():
+    for step, m in step_metrics(out / "metrics.jsonl").items():
         for key in ("actor/pg_loss", "actor/on_pg_loss", "actor/off_pg_loss", "actor/grad_norm"):
             assert math.isfinite(m[key]), (step, key, m[key])
         # target tokens carry 0.0 filler as behaviour log-prob (probability 1): counted in, these
@@ -111,7 +87,7 @@ def test_rollout_correction_and_diagnostics_see_generated_tokens_only(async_run)
 
 def test_staleness_metrics_are_logged(async_run):
     _, out = async_run
-    metrics = _metrics(out / "metrics.jsonl")
+    metrics = step_metrics(out / "metrics.jsonl")
     for step, m in metrics.items():
         for key in ("training/off_policy/trajectory_staleness/mean", "luffy/on_policy_staleness/mean"):
             assert key in m, (step, key)

@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
 import sys
 from collections import defaultdict
 from pathlib import Path
 
 import pytest
-from _limits import END_TO_END_S
+from _limits import run_tiny_cpu, step_metrics
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 STEPS, BATCH, N, N_PREFIX = 3, 4, 4, 1
@@ -27,30 +25,10 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("luffy_tiny_cpu")
-    env = dict(
-        os.environ,
-        PYTHON=sys.executable,
-        OUT_DIR=str(out),
-        FIGURE=str(out / "figure.png"),
-        STEPS=str(STEPS),
-        BATCH=str(BATCH),
-        N=str(N),
-        N_PREFIX=str(N_PREFIX),
-    )
-    proc = subprocess.run(
-        ["bash", str(REPO_ROOT / "exp_scripts" / "train_tiny_cpu.sh")],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=END_TO_END_S,
-    )
-    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-5000:]
+    run_tiny_cpu(out, FIGURE=out / "figure.png", STEPS=STEPS, BATCH=BATCH, N=N, N_PREFIX=N_PREFIX)
     return out
 
 
-def _metrics(path: Path) -> dict[int, dict]:
-    return {r["step"]: r["data"] for r in map(json.loads, path.read_text().splitlines()) if r.get("data")}
 
 
 def _rollouts(out: Path, step: int) -> list[dict]:
@@ -58,7 +36,7 @@ def _rollouts(out: Path, step: int) -> list[dict]:
 
 
 def test_losses_are_finite_and_off_policy_share_is_n_prefix_over_n(tiny_run):
-    metrics = _metrics(tiny_run / "metrics.jsonl")
+    metrics = step_metrics(tiny_run / "metrics.jsonl")
     assert sorted(metrics) == list(range(1, STEPS + 1))
     for step, m in metrics.items():
         for key in ("actor/pg_loss", "actor/on_pg_loss", "actor/off_pg_loss", "actor/grad_norm"):
@@ -99,7 +77,7 @@ def test_parameters_changed(tiny_run):
 def test_resume_continues_from_the_checkpoint_in_data_order(tiny_run):
     log = (tiny_run / "resume.log").read_text()
     assert f"global_step_{STEPS}" in log  # veRL found and loaded the checkpoint
-    resumed = _metrics(tiny_run / "metrics_resume.jsonl")
+    resumed = step_metrics(tiny_run / "metrics_resume.jsonl")
     assert sorted(resumed) == [STEPS + 1]  # only the next step ran
     assert math.isfinite(resumed[STEPS + 1]["actor/pg_loss"])
     # the dataloader continued its epoch: the resumed step sees prompts no earlier step saw

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 import pytest
-from _limits import END_TO_END_S
+from _limits import END_TO_END_S, run_tiny_cpu, step_metrics
 
 from luffy.cpu.shm_segments import SEGMENT_PREFIXES, SHM_DIR
 from luffy.cpu.vllm_support import vllm_cpu_problem
@@ -65,47 +65,31 @@ def tiny_vllm_model(tmp_path_factory) -> Path:
 def vllm_run(tiny_vllm_model, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("luffy_vllm_cpu")
     before = _segments()
-    env = dict(
-        os.environ,
-        PYTHON=sys.executable,
+    run_tiny_cpu(
+        out,
+        "actor_rollout_ref.rollout.min_prefix_ratio=0.5",
+        "actor_rollout_ref.rollout.max_prefix_ratio=0.5",
         ROLLOUT="vllm",
-        OUT_DIR=str(out),
-        MODEL_DIR=str(tiny_vllm_model),
-        STEPS=str(STEPS),
-        BATCH=str(BATCH),
-        N=str(N),
-        N_PREFIX=str(N_PREFIX),
-        RESUME="0",
-        SAVE_FREQ="-1",  # no checkpoint, no validation, no figure: not what these tests are about
-        TEST_FREQ="-1",
+        MODEL_DIR=tiny_vllm_model,
+        STEPS=STEPS,
+        BATCH=BATCH,
+        N=N,
+        N_PREFIX=N_PREFIX,
+        RESUME=0,
+        SAVE_FREQ=-1,  # no checkpoint, no validation, no figure: not what these tests are about
+        TEST_FREQ=-1,
         FIGURE="none",
     )
-    proc = subprocess.run(
-        [
-            "bash",
-            str(REPO_ROOT / "exp_scripts" / "train_tiny_cpu.sh"),
-            "actor_rollout_ref.rollout.min_prefix_ratio=0.5",
-            "actor_rollout_ref.rollout.max_prefix_ratio=0.5",
-        ],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=END_TO_END_S,
-    )
-    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-5000:]
     (out / "segments_before.json").write_text(json.dumps(sorted(before)))
     return out
 
 
-def _metrics(path: Path) -> dict[int, dict]:
-    return {r["step"]: r["data"] for r in map(json.loads, path.read_text().splitlines()) if r.get("data")}
 
 
 def test_vllm_rollout_in_sync_and_off_policy_share(vllm_run):
     log = (vllm_run / "train.log").read_text()
     assert "CpuVLLMHttpServer" in log  # the rollout really was luffy's vLLM CPU server
-    metrics = _metrics(vllm_run / "metrics.jsonl")
+    metrics = step_metrics(vllm_run / "metrics.jsonl")
     assert sorted(metrics) == list(range(1, STEPS + 1))
     for step, m in metrics.items():
         for key in ("actor/pg_loss", "actor/on_pg_loss", "actor/off_pg_loss"):
