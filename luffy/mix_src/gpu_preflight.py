@@ -294,11 +294,9 @@ def disk_warning(config: Any, n_params: int, free_bytes: int | None = None) -> s
 
 def model_shape_of(config: Any) -> gb.ModelShape | None:
     """The actor model's :class:`~luffy.mix_src.gpu_budget.ModelShape` from its ``config.json`` (None if not dense)."""
-    from luffy.mix_src.preflight import _model_config
+    from luffy.mix_src.preflight import actor_model_config  # preflight imports this module
 
-    model = config.actor_rollout_ref.model
-    path = model.get("hf_config_path") or model.path
-    return gb.model_shape(_model_config(str(path), bool(model.get("trust_remote_code", False))))
+    return gb.model_shape(actor_model_config(config))
 
 
 def check_gpu_run(

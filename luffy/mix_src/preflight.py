@@ -77,15 +77,26 @@ def model_context(model: dict[str, Any]) -> int | None:
     return max_pos
 
 
+def actor_model_path(config: Any) -> str:
+    """Where the actor model's config is read from: ``model.hf_config_path``, else ``model.path``."""
+    model_cfg = config.actor_rollout_ref.model
+    return str(model_cfg.get("hf_config_path") or model_cfg.path)
+
+
+def actor_model_config(config: Any) -> dict[str, Any]:
+    """The actor model's config (:func:`actor_model_path`) as a dict."""
+    trust = bool(config.actor_rollout_ref.model.get("trust_remote_code", False))
+    return _model_config(actor_model_path(config), trust)
+
+
 def check_context_length(config: Any) -> None:
     """Refuse prompt + response lengths the model's context cannot hold.
 
     Raises:
         ValueError: naming both numbers and the fix.
     """
-    model_cfg = config.actor_rollout_ref.model
-    path = model_cfg.get("hf_config_path") or model_cfg.path
-    context = model_context(_model_config(str(path), bool(model_cfg.get("trust_remote_code", False))))
+    path = actor_model_path(config)
+    context = model_context(actor_model_config(config))
     need = config.data.max_prompt_length + config.data.max_response_length
     if context is not None and need > context:
         raise ValueError(
