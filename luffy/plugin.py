@@ -40,3 +40,7 @@ except Exception:  # surfaced to the user, then re-raised
     else:
         logger.exception("luffy failed to register its veRL plugins; LUFFY names will be unknown to veRL")
     raise
+
+from luffy import profiling  # noqa: E402  (after registration: wraps nothing unless LUFFY_PROFILE_DIR is set)
+
+profiling.install()
