@@ -245,3 +245,78 @@ def test_sampling_params_are_normalised_like_vllm(tiny_model_dir):
     spec = srv.sampling_spec(10, {"temperature": None, "top_k": None, "logprobs": 0, "seed": 3})
     assert (spec.temperature, spec.top_k, spec.logprobs) == (1.0, -1, True)
     assert srv.sampling_spec(10, {"temperature": 0, "logprobs": False}).greedy
+
+
+@pytest.mark.parametrize("late", [[SHORT_PROMPT], [PROMPT + PROMPT + [3, 4]], [PROMPT[:4], SHORT_PROMPT]])
+def test_requests_joining_a_running_batch_equal_single_requests(tiny_model_dir, late):
+    """Continuous batching: prompts admitted between decode steps (shorter or longer than the batch so far)
+    get the same greedy tokens and log-probs as alone, and the first prompt's are unchanged."""
+    from luffy.cpu.hf_generator import HFGenerator, SamplingSpec
+
+    model, gen = _load(tiny_model_dir), HFGenerator(str(tiny_model_dir))
+    spec = SamplingSpec(max_tokens=8, temperature=0.0, ignore_eos=True, logprobs=True)
+    polls = []
+
+    def admit():  # the late prompts arrive after the 3rd decode step
+        polls.append(1)
+        return list(late) if len(polls) == 3 else []
+
+    results = gen.generate([PROMPT], spec, admit=admit)
+    assert len(results) == 1 + len(late)
+    for prompt, res in zip([PROMPT, *late], results):
+        assert res.token_ids == _greedy(model, prompt, 8)
+        assert res.finish_reason == "length"
+        torch.testing.assert_close(
+            torch.tensor(res.log_probs), _logprobs(model, prompt, res.token_ids), atol=1e-4, rtol=0
+        )
+    assert len(polls) >= 3 + 7  # the batch ran on until the late prompts had their 8 tokens
+
+
+def test_finished_rows_leave_the_batch_and_the_rest_are_unchanged(tiny_model_dir, eos_token):
+    """A row that emits EOS leaves the decode batch; the rows still running, and one that joins after it
+    left, get their solo greedy tokens and log-probs."""
+    from luffy.cpu.hf_generator import HFGenerator, SamplingSpec
+
+    model, gen = _load(tiny_model_dir), HFGenerator(str(tiny_model_dir))
+    gen.eos_token_ids = [eos_token]  # PROMPT's 4th greedy token
+    others = [p for p in (SHORT_PROMPT, PROMPT[:4], [9, 9, 2, 40]) if eos_token not in _greedy(model, p, 10)]
+    assert others, "no prompt continues past the EOS token"
+    spec = SamplingSpec(max_tokens=10, temperature=0.0, logprobs=True)
+    sizes, polls = [], []
+
+    def admit():  # record the batch size the generator decodes, and add a prompt after the EOS
+        polls.append(1)
+        return [others[0]] if len(polls) == 6 else []
+
+    original = gen.model.forward
+
+    def forward(*args, **kwargs):
+        sizes.append(kwargs["input_ids"].shape[0])
+        return original(*args, **kwargs)
+
+    gen.model.forward = forward
+    results = gen.generate([PROMPT, *others], spec, admit=admit)
+    greedy = _greedy(model, PROMPT, 12)
+    assert results[0].token_ids == greedy[: greedy.index(eos_token) + 1] and results[0].finish_reason == "stop"
+    for prompt, res in zip([*others, others[0]], results[1:]):
+        assert res.token_ids == _greedy(model, prompt, 10) and res.finish_reason == "length"
+        torch.testing.assert_close(
+            torch.tensor(res.log_probs), _logprobs(model, prompt, res.token_ids), atol=1e-4, rtol=0
+        )
+    assert len(others) + 1 in sizes and len(others) in sizes  # the EOS row left before the late one joined
+
+
+def test_a_request_arriving_during_a_batch_joins_it(server, tiny_model_dir):
+    """A request sent while a long batch decodes joins that batch (the server reports 2 running)."""
+    model = _load(tiny_model_dir)
+    params = dict(temperature=0.0, max_tokens=1500, ignore_eos=True)
+    long = server.generate.remote(prompt_ids=PROMPT, sampling_params=params, request_id="a")
+    while ray.get(server.get_state.remote())["running"] == 0:
+        time.sleep(0.01)
+    late = server.generate.remote(prompt_ids=SHORT_PROMPT, sampling_params=params, request_id="b")
+    deadline, running = time.monotonic() + 60, 1
+    while running < 2 and time.monotonic() < deadline and not ray.wait([long], timeout=0)[0]:
+        running = ray.get(server.get_state.remote())["running"]
+    assert running == 2, "the late request did not join the running batch"
+    assert ray.get(late).token_ids[:8] == _greedy(model, SHORT_PROMPT, 8)
+    assert len(ray.get(long).token_ids) == 1500

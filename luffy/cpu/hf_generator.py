@@ -16,6 +16,8 @@ from typing import Any
 
 import torch
 
+from luffy.cpu.gqa_attention import NAME as GQA_SDPA
+
 logger = logging.getLogger(__name__)
 
 
@@ -60,10 +62,11 @@ class HFGenerator:
     Args:
         model_path: HF checkpoint folder (config, weights, generation config).
         dtype: parameter dtype; float32 keeps log-probs comparable with the actor's.
-        attn_implementation: transformers attention backend ("sdpa" or "eager" on CPU).
+        attn_implementation: transformers attention backend: by default ``sdpa`` with decode steps that read
+            a grouped KV cache in place (:mod:`luffy.cpu.gqa_attention`); "sdpa" or "eager" also work.
     """
 
-    def __init__(self, model_path: str, dtype: torch.dtype = torch.float32, attn_implementation: str = "sdpa"):
+    def __init__(self, model_path: str, dtype: torch.dtype = torch.float32, attn_implementation: str = GQA_SDPA):
         from transformers import AutoModelForCausalLM, GenerationConfig
 
         self.model = AutoModelForCausalLM.from_pretrained(
@@ -117,6 +120,33 @@ class HFGenerator:
             logits = logits.masked_fill(drop, float("-inf"))
         return logits
 
+    def _prefill(
+        self, prompts: list[list[int]], width: int
+    ) -> tuple[Any, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Run ``prompts`` left-padded to ``width``: (KV cache, last logits (B, V), input ids and mask (B, width))."""
+        input_ids = torch.full((len(prompts), width), self.pad_token_id, dtype=torch.long)  # (B, W)
+        attention_mask = torch.zeros((len(prompts), width), dtype=torch.long)  # (B, W)
+        for i, p in enumerate(prompts):
+            input_ids[i, width - len(p) :] = torch.tensor(p, dtype=torch.long)
+            attention_mask[i, width - len(p) :] = 1
+        # positions count real tokens only, so left padding does not shift them
+        position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+        out = self.model(
+            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=True
+        )
+        return out.past_key_values, out.logits[:, -1, :].float(), input_ids, attention_mask
+
+    @staticmethod
+    def _join_caches(old: Any, new: Any, old_len: int, new_len: int) -> None:
+        """Append ``new``'s rows to ``old`` in place, left-padding the shorter one with zeros (masked out)."""
+        for a, b in zip(old.layers, new.layers):
+            for attr in ("keys", "values"):
+                x, y = getattr(a, attr), getattr(b, attr)  # (B, H, L, D)
+                width = max(old_len, new_len)
+                x = torch.nn.functional.pad(x, (0, 0, width - old_len, 0))
+                y = torch.nn.functional.pad(y, (0, 0, width - new_len, 0))
+                setattr(a, attr, torch.cat([x, y], dim=0))
+
     @torch.no_grad()
     def generate(
         self,
@@ -124,6 +154,7 @@ class HFGenerator:
         spec: SamplingSpec,
         should_abort: Any = None,
         generator: torch.Generator | None = None,
+        admit: Any = None,
     ) -> list[GenerationResult]:
         """Generate a continuation for each prompt with one batched KV-cached decode loop.
 
@@ -133,38 +164,22 @@ class HFGenerator:
             should_abort: optional callable polled every step; when it returns True the batch stops
                 and every unfinished sequence ends with ``finish_reason="abort"``.
             generator: RNG for sampling (``None``: torch's global RNG).
+            admit: optional callable polled after every decode step; it returns more prompts (same
+                ``spec``) that join the running batch (continuous batching: requests of one step reach
+                the server a few ms apart). Their results follow the initial prompts', in admission order.
         """
-        batch = len(prompts)
-        width = max(len(p) for p in prompts)
-        input_ids = torch.full((batch, width), self.pad_token_id, dtype=torch.long)  # (B, P)
-        attention_mask = torch.zeros((batch, width), dtype=torch.long)  # (B, P)
-        for i, p in enumerate(prompts):
-            input_ids[i, width - len(p) :] = torch.tensor(p, dtype=torch.long)
-            attention_mask[i, width - len(p) :] = 1
-
+        past, logits, input_ids, attention_mask = self._prefill(prompts, max(len(p) for p in prompts))
         results = [GenerationResult(token_ids=[]) for _ in prompts]
-        done = torch.zeros(batch, dtype=torch.bool)  # (B,)
-        past = None
-        step_ids = input_ids
-        for _ in range(spec.max_tokens):
+        rows = list(range(len(prompts)))  # batch row -> index into results; finished rows leave the batch
+        while True:
             if should_abort is not None and should_abort():
-                for i in range(batch):
-                    if not done[i]:
-                        results[i].finish_reason = "abort"
+                for r in rows:
+                    results[r].finish_reason = "abort"
                 return results
-            # positions count real tokens only, so left padding does not shift them
-            position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)[:, -step_ids.shape[1] :]
-            out = self.model(
-                input_ids=step_ids,
-                attention_mask=attention_mask,
-                position_ids=position_ids,
-                past_key_values=past,
-                use_cache=True,
-            )
-            past = out.past_key_values
-            logits = out.logits[:, -1, :].float()  # (B, V)
             if spec.repetition_penalty != 1.0:
-                logits = self._repetition_penalty(logits, input_ids, results, spec.repetition_penalty)
+                logits = self._repetition_penalty(
+                    logits, input_ids, [results[r] for r in rows], spec.repetition_penalty
+                )
             if spec.greedy:
                 next_tokens = logits.argmax(dim=-1)  # (B,)
                 logp = logits.log_softmax(dim=-1)
@@ -172,22 +187,51 @@ class HFGenerator:
                 logp = (logits / spec.temperature).log_softmax(dim=-1)  # (B, V)
                 probs = self._warp(logits, spec).softmax(dim=-1)
                 next_tokens = torch.multinomial(probs, 1, generator=generator).squeeze(-1)  # (B,)
-            token_logp = logp.gather(-1, next_tokens[:, None]).squeeze(-1)  # (B,)
-            for i in range(batch):
-                if done[i]:
-                    continue
-                tok = int(next_tokens[i])
-                results[i].token_ids.append(tok)
-                results[i].log_probs.append(float(token_logp[i]))
+            token_logp = logp.gather(-1, next_tokens[:, None]).squeeze(-1).tolist()  # (B,)
+            keep = []
+            for b, tok in enumerate(next_tokens.tolist()):
+                res = results[rows[b]]
+                res.token_ids.append(tok)
+                res.log_probs.append(token_logp[b])
                 if not spec.ignore_eos and tok in self.eos_token_ids:
-                    done[i] = True
-                    results[i].finish_reason = "stop"
-            if bool(done.all()):
-                break
-            next_tokens = torch.where(done, torch.full_like(next_tokens, self.pad_token_id), next_tokens)
-            step_ids = next_tokens[:, None]  # (B, 1)
-            attention_mask = torch.cat([attention_mask, (~done).long()[:, None]], dim=-1)
-        return results
+                    res.finish_reason = "stop"
+                elif len(res.token_ids) < spec.max_tokens:
+                    keep.append(b)  # else finish_reason stays "length"
+            joining = admit() if admit is not None else []
+            if not keep and not joining:
+                return results
+            if keep:
+                if len(keep) < len(rows):  # drop finished rows: the rest decode a smaller batch
+                    index = torch.tensor(keep)
+                    past.batch_select_indices(index)
+                    attention_mask, input_ids, next_tokens = attention_mask[index], input_ids[index], next_tokens[index]
+                    rows = [rows[b] for b in keep]
+                attention_mask = torch.cat([attention_mask, torch.ones_like(next_tokens)[:, None]], dim=-1)
+                input_ids = torch.cat([input_ids, next_tokens[:, None]], dim=-1)
+                out = self.model(
+                    input_ids=next_tokens[:, None],
+                    attention_mask=attention_mask,
+                    position_ids=(attention_mask.cumsum(-1) - 1).clamp(min=0)[:, -1:],
+                    past_key_values=past,
+                    use_cache=True,
+                )
+                past, logits = out.past_key_values, out.logits[:, -1, :].float()  # (B, V)
+            if joining:
+                width = attention_mask.shape[1] if keep else 0
+                new_past, new_logits, new_ids, new_mask = self._prefill(joining, max(width, *map(len, joining)))
+                if keep:
+                    self._join_caches(past, new_past, width, new_ids.shape[1])
+                    grow = new_ids.shape[1] - width  # > 0 when a joining prompt is longer than the batch so far
+                    attention_mask = torch.cat([torch.nn.functional.pad(attention_mask, (grow, 0)), new_mask])
+                    input_ids = torch.cat(
+                        [torch.nn.functional.pad(input_ids, (grow, 0), value=self.pad_token_id), new_ids]
+                    )
+                    logits = torch.cat([logits, new_logits])
+                else:
+                    past, logits, input_ids, attention_mask = new_past, new_logits, new_ids, new_mask
+                    rows = []
+                rows += range(len(results), len(results) + len(joining))
+                results += [GenerationResult(token_ids=[]) for _ in joining]
 
     @staticmethod
     def _repetition_penalty(

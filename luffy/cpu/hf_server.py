@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +22,7 @@ import torch
 from verl.workers.rollout.replica import TokenOutput
 
 from luffy.cpu.hf_generator import GenerationResult, HFGenerator, SamplingSpec
+from luffy.profiling import span
 
 logger = logging.getLogger(__name__)
 
@@ -63,13 +65,24 @@ class HFRolloutServer:
         config: veRL ``RolloutConfig`` (lengths, ``free_cache_engine``, ``max_num_seqs``).
         model_config: veRL ``HFModelConfig`` (``local_path`` of the checkpoint).
         replica_rank: index of this replica (seeds its sampling RNG).
-        batch_window_s: how long the batcher waits for more requests before starting a batch.
+        batch_window_s: the batcher starts a batch once no request has arrived for this long ...
+        max_batch_wait_s: ... or this long after the first one, whichever comes first. Requests that
+            arrive later join the running batch between two decode steps (``HFGenerator.generate``'s
+            ``admit``).
     """
 
-    def __init__(self, config: Any, model_config: Any, replica_rank: int = 0, batch_window_s: float = 0.005):
+    def __init__(
+        self,
+        config: Any,
+        model_config: Any,
+        replica_rank: int = 0,
+        batch_window_s: float = 0.005,
+        max_batch_wait_s: float = 0.05,
+    ):
         self.config = config
         self.replica_rank = replica_rank
         self.batch_window_s = batch_window_s
+        self.max_batch_wait_s = max_batch_wait_s
         self.engine = HFGenerator(_model_path(model_config))
         self.generator = torch.Generator().manual_seed(int(getattr(config, "seed", 0) or 0) + replica_rank)
         self.global_steps: int | None = None
@@ -77,6 +90,7 @@ class HFRolloutServer:
         self.asleep = False
         self.weights_version = 0
         self._queue: list[_Request] = []
+        self._queue_lock = threading.Lock()  # the decode thread takes joining requests from the queue
         self._running = 0  # requests in the batch being generated
         self._epoch = 0  # bumped by abort_all_requests: older requests are answered "aborted"
         self._paused = False
@@ -151,13 +165,18 @@ class HFRolloutServer:
         """Generate one continuation of ``prompt_ids``; parks while generation is paused."""
         if image_data is not None or video_data is not None:
             raise ValueError("the CPU rollout server generates text only; got image/video data")
+        with span("rollout/request (per sample)"):
+            return await self._generate(prompt_ids, sampling_params)
+
+    async def _generate(self, prompt_ids: list[int], sampling_params: dict[str, Any]) -> TokenOutput:
         self._ensure_loop_state()
         prompt_ids = [int(t) for t in prompt_ids]
         spec = self.sampling_spec(len(prompt_ids), sampling_params)
         while self._paused:
             await self._resume.wait()
         future = asyncio.get_running_loop().create_future()
-        self._queue.append(_Request(prompt_ids, spec, future, self._epoch))
+        with self._queue_lock:
+            self._queue.append(_Request(prompt_ids, spec, future, self._epoch))
         self._wake.set()
         result: GenerationResult = await future
         stop_reason = "aborted" if result.finish_reason == "abort" else "completed"
@@ -173,18 +192,32 @@ class HFRolloutServer:
     async def _batch_loop(self) -> None:
         while True:
             await self._wake.wait()
-            await asyncio.sleep(self.batch_window_s)  # let concurrent requests join the batch
+            await self._gather_requests()
             self._wake.clear()
             while self._queue:
-                head = self._queue[0].spec
-                batch = [r for r in self._queue if r.spec == head][: self.max_batch]
-                taken = {id(r) for r in batch}
-                self._queue = [r for r in self._queue if id(r) not in taken]
+                batch = self._take(self._queue[0].spec, self.max_batch)
                 self._running = len(batch)
                 try:
                     await self._run_batch(batch)
                 finally:
                     self._running = 0
+
+    def _take(self, spec: SamplingSpec, limit: int, epoch: int | None = None) -> list[_Request]:
+        """Remove and return up to ``limit`` queued requests with ``spec`` (and ``epoch``, when given)."""
+        with self._queue_lock:
+            batch = [r for r in self._queue if r.spec == spec and epoch in (None, r.epoch)][: max(limit, 0)]
+            taken = {id(r) for r in batch}
+            self._queue = [r for r in self._queue if id(r) not in taken]
+        return batch
+
+    async def _gather_requests(self) -> None:
+        """Wait while requests keep arriving (a group's samples reach the server a few ms apart)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.max_batch_wait_s
+        seen = -1
+        while len(self._queue) != seen and loop.time() < deadline:
+            seen = len(self._queue)
+            await asyncio.sleep(min(self.batch_window_s, max(deadline - loop.time(), 0.0)))
 
     async def _run_batch(self, batch: list[_Request]) -> None:
         epoch = self._epoch
@@ -194,16 +227,28 @@ class HFRolloutServer:
                 r.future.set_result(GenerationResult(token_ids=[], finish_reason="abort"))
         if not live:
             return
+
+        info = {"size": len(live), "joined": 0}
+
+        def admit() -> list[list[int]]:  # called from the decode thread after every step
+            joining = self._take(live[0].spec, self.max_batch - len(live), epoch)
+            live.extend(joining)
+            self._running = len(live)
+            info["joined"] += len(joining)
+            return [r.prompt_ids for r in joining]
+
         try:
             async with self._engine_lock:
                 version = self.global_steps  # weights cannot change while the lock is held
-                results = await asyncio.to_thread(
-                    self.engine.generate,
-                    [r.prompt_ids for r in live],
-                    live[0].spec,
-                    lambda: self._epoch != epoch,
-                    self.generator,
-                )
+                with span("rollout/decode (batch)", info):
+                    results = await asyncio.to_thread(
+                        self.engine.generate,
+                        [r.prompt_ids for r in live],
+                        live[0].spec,
+                        lambda: self._epoch != epoch,
+                        self.generator,
+                        admit,
+                    )
         except Exception as exc:  # answer every waiter, then keep serving
             logger.exception("generation failed for a batch of %d", len(live))
             for r in live:
@@ -244,11 +289,12 @@ class HFRolloutServer:
         self._paused = True
         self._resume.clear()
         self._epoch += 1
-        aborted = len(self._queue)
-        for r in self._queue:
+        with self._queue_lock:
+            queued, self._queue = self._queue, []
+        aborted = len(queued)
+        for r in queued:
             if not r.future.done():
                 r.future.set_result(GenerationResult(token_ids=[], finish_reason="abort"))
-        self._queue = []
         async with self._engine_lock:  # the running batch sees the new epoch and stops
             pass
         return {"aborted_count": aborted, "request_ids": []}
