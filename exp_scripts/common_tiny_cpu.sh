@@ -45,15 +45,18 @@ CPU_ARGS=(
   "trainer.use_v1=true"
   "trainer.v1.trainer_mode=${TRAINER_MODE}"
   "transfer_queue.backend.SimpleStorage.num_data_storage_units=1"
-  # poll TransferQueue every 50 ms instead of veRL's fixed 2 s while generation runs
+  # poll TransferQueue every 20 ms instead of veRL's fixed 2 s while generation runs
   "trainer.v1.sampler.custom_sampler.path=pkg://luffy.cpu.replay_buffer"
   "trainer.v1.sampler.custom_sampler.name=${SAMPLER}"
-  "+trainer.v1.sampler.sampler_kwargs.poll_interval_s=0.05"
+  "+trainer.v1.sampler.sampler_kwargs.poll_interval_s=0.02"
   # training engine: FSDP2 (FSDP1 hard-codes GPU placement), fp32, sdpa attention, no compile;
   # remove-padding works on CPU but made the actor update ~2x slower
   "actor_rollout_ref.actor.strategy=fsdp2"
   "actor_rollout_ref.ref.strategy=fsdp2"
   "actor_rollout_ref.actor.fsdp_config.dtype=float32"
+  # and fp32 compute: veRL's default bf16 autocast (mixed_precision.param_dtype) costs a tiny model more
+  # than it saves on a CPU, and the rollout samples in fp32
+  "+actor_rollout_ref.actor.fsdp_config.mixed_precision={param_dtype:fp32,reduce_dtype:fp32,buffer_dtype:fp32}"
   "actor_rollout_ref.actor.use_torch_compile=false"
   "+actor_rollout_ref.model.override_config.attn_implementation=sdpa"
   "actor_rollout_ref.model.use_remove_padding=false"

@@ -7,7 +7,7 @@ shortens the interval and is otherwise veRL's buffer::
 
     trainer.v1.sampler.custom_sampler.path=pkg://luffy.cpu.replay_buffer
     trainer.v1.sampler.custom_sampler.name=FastPollReplayBuffer
-    +trainer.v1.sampler.sampler_kwargs.poll_interval_s=0.05   # seconds between polls (default 0.05)
+    +trainer.v1.sampler.sampler_kwargs.poll_interval_s=0.02   # seconds between polls (default 0.02)
 
 ``FastPollReplayBuffer`` is for ``trainer.v1.trainer_mode=sync`` without DAPO group filtering (veRL passes
 a custom sampler only the base constructor arguments), which is what plain GRPO and LUFFY use;
@@ -24,7 +24,7 @@ from verl.trainer.ppo.v1.replay_buffer import ReplayBuffer, ReplayBufferAsync
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_POLL_INTERVAL_S = 0.05
+DEFAULT_POLL_INTERVAL_S = 0.02
 
 
 def _poll_interval(kwargs: dict[str, Any]) -> float:
