@@ -37,6 +37,15 @@ def test_claim_verdicts_count_the_seeds_where_each_claim_holds():
     assert table.count("\n") == 1 + 5  # header, rule, five claim rows (no luffy_split arm in this sweep)
 
 
+def test_a_successor_arm_takes_luffys_place_in_the_claims():
+    sweep = _sweep()
+    sweep["bread"] = {seed: by_step for seed, by_step in sweep["grpo"].items()}  # ties GRPO everywhere
+    table = claims_table(sweep)
+    assert table.count("\n") == 1 + 10  # LUFFY's five rows, then bread's
+    assert "| (a) bread beats on-policy GRPO in-distribution | grpo | ID greedy acc. | 0.50 vs 0.50 no" in table
+    assert "| ID pass@8 | 0.80 vs 0.80 yes | 0.70 vs 0.70 yes | holds in 2 of 2 seeds |" in table
+
+
 def test_seed_band_is_the_wider_of_range_and_two_sd():
     values = [0.1, 0.2, 0.3, 0.4, 0.5]
     sd = statistics.stdev(values)
