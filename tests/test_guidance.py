@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from luffy.mix_src.core_algos import compute_token_on_off_policy_loss
-from luffy.mix_src.guidance import gated_grpo_advantage, guidance_gate, sft_coef
+from luffy.mix_src.guidance import gate_metrics, gated_grpo_advantage, guidance_gate, sft_coef
 from luffy.mix_src.prefix import prefix_ratio
 from luffy.mix_src.reshape import TOKEN_WEIGHTS, token_weight
 from luffy.mix_src.sft_loss import sft_nll_loss
@@ -129,6 +129,18 @@ def test_gate_hand_computed():
     settings.update(gated_trace_in_stats=True)
     adv, _, _ = gated_grpo_advantage(rewards, mask, index, off, settings, norm_adv_by_std=False)
     assert adv[1, 0].item() == pytest.approx(0.6) and adv[0, 0].item() == 0.0
+
+
+def test_padding_samples_are_no_evidence_for_the_gate():
+    # group a: a trace, one success and a veRL padding sample (reward 0) copied from a's first sample
+    index, scores = ["a"] * 4, torch.tensor([1.0, 1.0, 0.0, 0.0])
+    off = torch.tensor([True, False, False, False])
+    valid = torch.tensor([True, True, True, False])
+    # accuracy 1/2 over the two real samples: not guided at threshold 0.5; 1/3 with the padding: guided
+    assert guidance_gate(scores, index, off, "accuracy", 0.5, valid=valid).guided.tolist() == [False]
+    assert guidance_gate(scores, index, off, "accuracy", 0.5).guided.tolist() == [True]
+    decision = guidance_gate(scores, index, torch.tensor([True, False, False, True]), "none", valid=valid)
+    assert gate_metrics(decision, torch.tensor([True, False, False, True]), valid)["luffy/trace_kept_frac"] == 1.0
 
 
 def test_gate_rejects_unknown_names_and_shapes():

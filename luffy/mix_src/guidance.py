@@ -62,6 +62,7 @@ def guidance_gate(
     max_successes: int = 0,
     trace_in_stats: bool = True,
     gated_trace_in_stats: bool = False,
+    valid: torch.Tensor | None = None,
 ) -> GuidanceGate:
     """Per-group gate: which groups keep their traces (formulas: module docstring).
 
@@ -74,6 +75,8 @@ def guidance_gate(
         max_successes: guided when at most this many on-policy samples succeed (``successes``).
         trace_in_stats: a kept trace supplies its group's statistics (``grpo``; false for ``grpo_split``).
         gated_trace_in_stats: a dropped trace still supplies its group's statistics.
+        valid: ``(B,)`` bool, false for veRL's synthetic padding samples, which then neither count as
+            evidence (``n_g``, ``c_g``) nor as a group's trace (``has_trace``); ``None``: all real.
 
     Returns:
         :class:`GuidanceGate`.
@@ -89,9 +92,10 @@ def guidance_gate(
     n_groups = int(group.max().item()) + 1 if bsz else 0
     off = off_samples.to(device=device, dtype=torch.bool)  # (B,)
     on = ~off
+    real = torch.ones_like(on) if valid is None else valid.to(device=device, dtype=torch.bool)  # (B,)
     zeros = torch.zeros(n_groups, dtype=torch.float64, device=device)
-    n_on = zeros.index_add(0, group, on.to(torch.float64))  # (G,)
-    successes = zeros.index_add(0, group, (on & (scores > 0)).to(torch.float64))  # (G,)
+    n_on = zeros.index_add(0, group, (on & real).to(torch.float64))  # (G,)
+    successes = zeros.index_add(0, group, (on & real & (scores > 0)).to(torch.float64))  # (G,)
     if gate == "none":
         guided = torch.ones(n_groups, dtype=torch.bool, device=device)
     elif gate == "accuracy":
@@ -102,16 +106,19 @@ def guidance_gate(
     guided_i = guided[group]  # (B,)
     keep = on | guided_i
     stats = on | (off & torch.where(guided_i, bool(trace_in_stats), bool(gated_trace_in_stats)))
-    has_trace = zeros.index_add(0, group, off.to(torch.float64)) > 0  # (G,)
+    has_trace = zeros.index_add(0, group, (off & real).to(torch.float64)) > 0  # (G,)
     return GuidanceGate(keep, stats, guided, group, has_trace)
 
 
-def gate_metrics(decision: GuidanceGate, off_samples: torch.Tensor) -> dict[str, float]:
+def gate_metrics(decision: GuidanceGate, off_samples: torch.Tensor, valid: torch.Tensor | None = None
+                 ) -> dict[str, float]:
     """``luffy/guided_group_frac`` (groups holding a trace whose traces were kept) and
-    ``luffy/trace_kept_frac`` (trace samples kept); empty when the batch holds no trace."""
+    ``luffy/trace_kept_frac`` (real trace samples kept); empty when the batch holds no trace."""
     if not bool(decision.has_trace.any()):
         return {}
     off = off_samples.to(decision.keep.device, torch.bool)
+    if valid is not None:
+        off = off & valid.to(off.device, torch.bool)
     return {
         "luffy/guided_group_frac": float((decision.guided & decision.has_trace).sum() / decision.has_trace.sum()),
         "luffy/trace_kept_frac": float((decision.keep & off).sum() / off.sum()),
@@ -140,6 +147,7 @@ def gated_grpo_advantage(
     settings: dict[str, Any],
     norm_adv_by_std: bool = True,
     epsilon: float = 1e-6,
+    valid: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
     """GRPO advantages under the gate.
 
@@ -149,6 +157,7 @@ def gated_grpo_advantage(
         off_samples: ``(B,)`` bool, trace samples.
         settings: :func:`guidance_gate`'s keyword arguments (:func:`gate_settings`).
         norm_adv_by_std, epsilon: as in :func:`~luffy.mix_src.advantage.compute_grpo_outcome_advantage_split`.
+        valid: ``(B,)`` bool, false for veRL's padding samples (see :func:`guidance_gate`).
 
     Returns:
         ``(advantages, keep, metrics)``: ``(B, T)`` advantages over ``S_g`` (zero on dropped samples),
@@ -156,13 +165,13 @@ def gated_grpo_advantage(
         :func:`gate_metrics`.
     """
     scores = token_level_rewards.detach().sum(dim=-1)  # (B,)
-    decision = guidance_gate(scores, index, off_samples, **settings)
+    decision = guidance_gate(scores, index, off_samples, **settings, valid=valid)
     advantages, _ = compute_grpo_outcome_advantage_split(
         token_level_rewards, response_mask, index, norm_adv_by_std=norm_adv_by_std, epsilon=epsilon,
         stats_mask=decision.stats,
     )
     advantages = advantages * decision.keep.to(advantages.device, advantages.dtype).unsqueeze(-1)  # (B, T)
-    return advantages, decision.keep, gate_metrics(decision, off_samples)
+    return advantages, decision.keep, gate_metrics(decision, off_samples, valid)
 
 
 def sft_coef(schedule: str, progress: float, peak: float, valley: float = 0.0, warmup: float = 0.0) -> float:

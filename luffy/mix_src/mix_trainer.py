@@ -189,11 +189,12 @@ class MixTrainerHooks(PPOTrainer):
             metrics.update(self._on_policy_rollout_correction(data, off_tokens, on_tokens, corr_config))
             written += [name for name in ("response_mask", "rollout_is_weights") if name in data.batch]
 
+        valid = torch.tensor([not tag.get("is_padding", False) for tag in batch.tags], dtype=torch.bool)
         gate = gate_settings(algorithm)
         if gate is not None:  # per-group guidance gate (guidance.py): dropped traces leave loss and advantages
             advantages, keep, gate_metrics = gated_grpo_advantage(
                 data.batch["token_level_rewards"], response_mask, data.non_tensor_batch["uid"], off_samples, gate,
-                norm_adv_by_std=bool(algorithm.get("norm_adv_by_std_in_grpo", True)),
+                norm_adv_by_std=bool(algorithm.get("norm_adv_by_std_in_grpo", True)), valid=valid,
             )
             data.batch["advantages"] = data.batch["returns"] = advantages
             data.batch["response_mask"] = data.batch["response_mask"] * keep.unsqueeze(-1).to(response_mask.dtype)
@@ -220,7 +221,6 @@ class MixTrainerHooks(PPOTrainer):
                 **settings,
             )
 
-        valid = torch.tensor([not tag.get("is_padding", False) for tag in batch.tags], dtype=torch.bool)
         metrics.update(advantage_by_kind(data.batch["advantages"], response_mask, off_samples, valid))
         nested = {name: response_to_nested(data.batch[name], nested_mask) for name in written}  # veRL's layout
         fields = TensorDict(nested, batch_size=len(batch))
