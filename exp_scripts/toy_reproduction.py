@@ -1,7 +1,8 @@
 """Steps of ``exp_scripts/toy_reproduction.sh`` other than the real trainer's runs.
 
 ``prepare``   the task's data (training parquet in seed 0's data order) and the pre-trained base model
-``sweep``     every arm x seed through the in-process loop (``luffy.toy.lab``), results in sweep.json
+``sweep``     every arm x seed through the in-process loop (``luffy.toy.lab``), results merged into
+              sweep.json (a rerun arm/seed replaces its entry; entries of other settings are dropped)
 ``stepsize``  arms at several step sizes (lr x updates per step), from the base model (the pilot
               that picks the sweep's lr) or from a format-only base that solves nothing (the old
               regime, where the recipe arm collapsed)
@@ -19,11 +20,12 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 from luffy.cli import add_debug_flag, user_errors_exit
 
-ARM_NAMES = ("luffy", "luffy_split", "grpo", "sft", "rl_sft_loss", "sft_rl")
+ARM_NAMES = ("luffy", "luffy_split", "grpo", "sft", "rl_sft_loss", "sft_rl", "hpt", "bread", "chord", "hint_anneal")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -139,12 +141,13 @@ def sweep(args: argparse.Namespace) -> int:
     cfg = LabConfig(steps=args.steps, batch=args.batch, mini_batch=args.mini_batch or args.batch, n=args.n,
                     lr=args.lr, eval_every=args.eval_every)
     path = out / "sweep.json"
-    results: dict = {}  # a fresh sweep: results of an earlier run in OUT are replaced, never mixed in
     base_model, tokenizer = load_policy(out / "base_model")
     prompts = Prompts(tokenizer)
     started = time.time()
+    base_evals = {seed: evaluate(base_model, prompts, data.held_out, seed=eval_seed(seed, 0)) for seed in args.seeds}
+    results = _kept_results(path, asdict(cfg), base_evals)
     for seed in args.seeds:
-        base_eval = evaluate(base_model, prompts, data.held_out, seed=eval_seed(seed, 0))
+        base_eval = base_evals[seed]
         print(f"seed {seed} base: {_fmt(base_eval)}", flush=True)
         for arm in args.arms:
             t0 = time.time()
@@ -158,6 +161,24 @@ def sweep(args: argparse.Namespace) -> int:
             path.write_text(json.dumps(results))
     print(f"sweep: {len(args.seeds)} seeds x {len(args.arms)} arms in {time.time() - started:.0f} s -> {path}")
     return 0
+
+
+def _kept_results(path: Path, config: dict, base_evals: dict[int, dict]) -> dict:
+    """The runs of an earlier sweep in ``path`` that this sweep extends: same loop settings, and for the
+    seeds evaluated now the same base model (step-0 metrics). Others are dropped, never mixed in."""
+    if not path.exists():
+        return {}
+    kept: dict = {}
+    dropped = 0
+    for arm, by_seed in json.loads(path.read_text()).items():
+        for seed, run in by_seed.items():
+            base = base_evals.get(int(seed))
+            if run.get("config") == config and (base is None or run["eval"].get("0") == base):
+                kept.setdefault(arm, {})[seed] = run
+            else:
+                dropped += 1
+    print(f"sweep.json: {sum(map(len, kept.values()))} earlier runs kept, {dropped} of other settings dropped")
+    return kept
 
 
 def stepsize(args: argparse.Namespace) -> int:

@@ -18,6 +18,11 @@
 # Arms: luffy (grpo, n_prefix=1, p_div_p_0.1), luffy_split (grpo_split), grpo (n_prefix=0), sft (SFT loss
 # on the traces), rl_sft_loss (n_prefix=1, PPO on the samples + SFT loss on the trace), sft_rl (SFT for
 # half the steps, then on-policy GRPO; its trainer run starts from the loop's seed-0 weights at the switch).
+# LUFFY's successors (docs/successors.md): hpt (SFT on the trace where the group's accuracy < 0.5, else
+# plain GRPO), bread (LUFFY's trace only where no sample succeeds), chord (p(1-p)-weighted SFT loss, mu
+# 0.9 -> 0.05 after a 10 % warm-up, PPO weighted 1 - mu), hint_anneal (the trace slot keeps a hint that
+# shrinks from the whole trace to nothing on a cosine, SFT on the hint, PPO on the rest). Their schedules
+# run over each run's own steps (the trainer's 10, the loop's 40).
 # --quick: steps 1 and 3 only (fewer pre-training steps, seed 0, luffy and grpo, 6 steps), then exits
 #   non-zero unless the regime holds: the base solves some held-out problems but not all, pass@8 above
 #   greedy; GRPO's groups hold successes at step 1 and its ID greedy accuracy ends above the base's;
@@ -51,9 +56,10 @@ if [[ "${QUICK}" == 1 ]]; then
   PRETRAIN_STEPS="${PRETRAIN_STEPS:-600}" TRAINER_ARMS="${TRAINER_ARMS:-}" STEPSIZE=0
   FIGURE="${FIGURE:-${OUT_DIR}/toy_reproduction.png}"
 else
-  SEEDS="${SEEDS:-0 1 2 3 4}" ARMS="${ARMS:-luffy luffy_split grpo sft rl_sft_loss sft_rl}"
+  ALL_ARMS="luffy luffy_split grpo sft rl_sft_loss sft_rl hpt bread chord hint_anneal"
+  SEEDS="${SEEDS:-0 1 2 3 4}" ARMS="${ARMS:-${ALL_ARMS}}"
   STEPS="${STEPS:-40}" EVAL_EVERY="${EVAL_EVERY:-5}" PRETRAIN_STEPS="${PRETRAIN_STEPS:-1000}"
-  TRAINER_ARMS="${TRAINER_ARMS-luffy luffy_split grpo sft rl_sft_loss sft_rl}" STEPSIZE="${STEPSIZE:-1}"
+  TRAINER_ARMS="${TRAINER_ARMS-${ALL_ARMS}}" STEPSIZE="${STEPSIZE:-1}"
   FIGURE="${FIGURE:-${REPO}/figures/toy_reproduction.png}"
 fi
 TRAINER_STEPS="${TRAINER_STEPS:-10}"
@@ -108,8 +114,6 @@ TOY_ARGS=(
   "actor_rollout_ref.actor.checkpoint.save_contents=[hf_model]"
   "actor_rollout_ref.rollout.n=${N}"
   "actor_rollout_ref.rollout.temperature=1.0"
-  "actor_rollout_ref.rollout.min_prefix_ratio=1.0"
-  "actor_rollout_ref.rollout.max_prefix_ratio=1.0"
   "actor_rollout_ref.rollout.max_prefix_len=${RESPONSE_LEN}"
   "algorithm.grpo_use_std=false"
   "trainer.logger=[console,file]"
@@ -121,14 +125,25 @@ TOY_ARGS=(
   "trainer.project_name=luffy_toy"
 )
 
+WHOLE="actor_rollout_ref.rollout.min_prefix_ratio=1.0 actor_rollout_ref.rollout.max_prefix_ratio=1.0"
+SFT_TERM="actor_rollout_ref.actor.use_sft_multitask_loss=true actor_rollout_ref.actor.off_policy_reshape=no_reshape"
 run_args() {  # the settings that make each arm what it is (the loop's luffy/toy/lab.py ARMS)
+  case "$1" in
+    hint_anneal) echo "actor_rollout_ref.rollout.n_prefix=1 ${SFT_TERM} algorithm.adv_estimator=grpo actor_rollout_ref.rollout.prefix_strategy=progress_cosine actor_rollout_ref.rollout.min_prefix_ratio=0.0 actor_rollout_ref.rollout.max_prefix_ratio=1.0" ;;
+    *) local rest; rest="$(arm_args "$1")" || return 1; echo "${WHOLE} ${rest}" ;;
+  esac
+}
+arm_args() {
   case "$1" in
     luffy) echo "actor_rollout_ref.rollout.n_prefix=1 actor_rollout_ref.actor.off_policy_reshape=p_div_p_0.1 algorithm.adv_estimator=grpo" ;;
     luffy_split) echo "actor_rollout_ref.rollout.n_prefix=1 actor_rollout_ref.actor.off_policy_reshape=p_div_p_0.1 algorithm.adv_estimator=grpo_split" ;;
     grpo|sft_rl) echo "actor_rollout_ref.rollout.n_prefix=0 algorithm.adv_estimator=grpo" ;;
     sft) echo "actor_rollout_ref.rollout.n_prefix=${N} actor_rollout_ref.actor.use_sft_multitask_loss=true actor_rollout_ref.actor.sft_loss_coef=1.0 actor_rollout_ref.actor.off_policy_reshape=no_reshape algorithm.adv_estimator=grpo_split" ;;
     rl_sft_loss) echo "actor_rollout_ref.rollout.n_prefix=1 actor_rollout_ref.actor.use_sft_multitask_loss=true actor_rollout_ref.actor.sft_loss_coef=1.0 actor_rollout_ref.actor.off_policy_reshape=no_reshape algorithm.adv_estimator=grpo_split" ;;
-    *) echo "toy_reproduction.sh: unknown arm '$1' in TRAINER_ARMS (luffy, luffy_split, grpo, sft, rl_sft_loss, sft_rl)" >&2; return 1 ;;
+    hpt) echo "actor_rollout_ref.rollout.n_prefix=1 ${SFT_TERM} algorithm.adv_estimator=grpo_split algorithm.guidance_gate=accuracy algorithm.guidance_accuracy_threshold=0.5" ;;
+    bread) echo "actor_rollout_ref.rollout.n_prefix=1 actor_rollout_ref.actor.off_policy_reshape=p_div_p_0.1 algorithm.adv_estimator=grpo algorithm.guidance_gate=successes algorithm.guidance_max_successes=0" ;;
+    chord) echo "actor_rollout_ref.rollout.n_prefix=1 ${SFT_TERM} actor_rollout_ref.actor.sft_loss_coef=0.9 actor_rollout_ref.actor.sft_token_weight=p_one_minus_p actor_rollout_ref.actor.sft_loss_coef_schedule=warmup_cosine actor_rollout_ref.actor.sft_loss_coef_valley=0.05 actor_rollout_ref.actor.sft_loss_coef_warmup=0.1 actor_rollout_ref.actor.sft_rl_complement=true algorithm.adv_estimator=grpo_split" ;;
+    *) echo "toy_reproduction.sh: unknown arm '$1' in TRAINER_ARMS (${ALL_ARMS:-luffy luffy_split grpo sft rl_sft_loss sft_rl hpt bread chord hint_anneal})" >&2; return 1 ;;
   esac
 }
 

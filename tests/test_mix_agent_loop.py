@@ -20,7 +20,7 @@ from verl.utils.tensordict_utils import list_of_dict_to_tensordict
 import luffy.plugin  # noqa: F401
 from luffy.cpu.hf_server import HFRolloutServer
 from luffy.mix_src.mix_agent_loop import PROGRESS_KEY, TRAIN_BATCH_KEY, MixAgentLoop, trace_for_slot
-from luffy.mix_src.mix_fields import OFF_POLICY_KEY, PREFIX_LEN_KEY, off_policy_token_mask
+from luffy.mix_src.mix_fields import OFF_POLICY_KEY, PREFIX_LEN_KEY, PROGRESS_FIELD, off_policy_token_mask
 from luffy.tokens import TargetEncoder
 
 RESPONSE_LEN = 48
@@ -108,6 +108,8 @@ def test_off_policy_session_returns_the_target(whole_trace_group):
         assert target.extra_fields[key] == STEP - 1
     # the target never reached the server; the N - N_PREFIX generated sessions did
     assert len(client.calls) == N - N_PREFIX
+    # every training sample records the progress it was rolled out at (the SFT coefficient's schedule reads it)
+    assert [out.extra_fields[PROGRESS_FIELD] for out in outs] == [0.5] * len(outs)
 
 
 def test_on_policy_sessions_are_generated(whole_trace_group):

@@ -94,6 +94,16 @@ def test_dataclass_rejects_bad_value_too():
         ("algorithm.rollout_correction.bypass_mode=true", "bypass_mode"),
         ("actor_rollout_ref.rollout.agent.default_agent_loop=single_turn_agent", "default_agent_loop"),
         ("trainer.v1.trainer_mode=fully_async", "trainer_mode"),
+        ("algorithm.guidance_gate=hpt", "algorithm.guidance_gate"),
+        ("algorithm.guidance_accuracy_threshold=0", "algorithm.guidance_accuracy_threshold"),
+        ("algorithm.guidance_max_successes=-1", "algorithm.guidance_max_successes"),
+        ("algorithm.guidance_gated_trace_in_stats=maybe", "algorithm.guidance_gated_trace_in_stats"),
+        ("actor_rollout_ref.actor.sft_token_weight=phi", "actor_rollout_ref.actor.sft_token_weight"),
+        ("actor_rollout_ref.actor.off_policy_token_weight=phi", "actor_rollout_ref.actor.off_policy_token_weight"),
+        ("actor_rollout_ref.actor.sft_loss_coef_schedule=cosine", "actor_rollout_ref.actor.sft_loss_coef_schedule"),
+        ("actor_rollout_ref.actor.sft_loss_coef_valley=2.0", "actor_rollout_ref.actor.sft_loss_coef_valley"),
+        ("actor_rollout_ref.actor.sft_loss_coef_warmup=1.0", "actor_rollout_ref.actor.sft_loss_coef_warmup"),
+        ("actor_rollout_ref.actor.sft_token_weight=p", "use_sft_multitask_loss=true"),  # the SFT term is off
     ],
 )
 def test_bad_values_name_their_key(override, key):
@@ -150,6 +160,44 @@ def test_every_slot_a_target_accepted_with_the_sft_loss_only():
     check_luffy_config(cfg)
     with pytest.raises(ValueError, match="n_prefix=8 equals rollout.n"):
         check_luffy_config(compose_luffy("actor_rollout_ref.rollout.n_prefix=8"))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (["algorithm.guidance_gate=accuracy", "actor_rollout_ref.rollout.n_prefix=0"], "it needs 1 <= n_prefix < n"),
+        (["algorithm.guidance_gate=successes", "algorithm.guidance_max_successes=7"], "guides every group"),
+        (["actor_rollout_ref.actor.use_sft_multitask_loss=true", "actor_rollout_ref.actor.off_policy_token_weight=p"],
+         "use actor_rollout_ref.actor.sft_token_weight instead"),
+        (["actor_rollout_ref.actor.use_sft_multitask_loss=true", "actor_rollout_ref.actor.sft_rl_complement=true",
+          "actor_rollout_ref.actor.sft_loss_coef=1.5"], "must be <= 1"),
+    ],
+)
+def test_successor_settings_that_would_do_nothing_or_harm_are_refused(overrides, expected):
+    with pytest.raises(ValueError, match=expected):
+        check_luffy_config(compose_luffy(*overrides))
+
+
+def test_successor_settings_accepted_and_built():
+    from verl.utils.config import omega_conf_to_dataclass
+
+    cfg = compose_luffy(
+        "algorithm.guidance_gate=accuracy", "algorithm.guidance_accuracy_threshold=0.25",
+        "actor_rollout_ref.actor.use_sft_multitask_loss=true", "actor_rollout_ref.actor.sft_token_weight=p_one_minus_p",
+        "actor_rollout_ref.actor.sft_loss_coef=0.9", "actor_rollout_ref.actor.sft_loss_coef_schedule=warmup_cosine",
+        "actor_rollout_ref.actor.sft_loss_coef_valley=0.05", "actor_rollout_ref.actor.sft_loss_coef_warmup=0.1",
+        "actor_rollout_ref.actor.sft_rl_complement=true", "actor_rollout_ref.rollout.prefix_strategy=progress_cosine",
+        *BUILDABLE,
+    )
+    check_luffy_config(cfg)
+    actor = omega_conf_to_dataclass(cfg.actor_rollout_ref.actor)
+    algo = omega_conf_to_dataclass(cfg.algorithm)
+    assert (actor.sft_token_weight, actor.sft_loss_coef_schedule, actor.sft_rl_complement) == (
+        "p_one_minus_p", "warmup_cosine", True)
+    assert (algo.guidance_gate, algo.guidance_accuracy_threshold) == ("accuracy", 0.25)
+    check_luffy_config(
+        compose_luffy("algorithm.guidance_gate=successes", "actor_rollout_ref.actor.off_policy_token_weight=p")
+    )
 
 
 def test_grpo_split_and_plain_grpo_accepted():

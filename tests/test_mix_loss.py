@@ -15,7 +15,7 @@ from verl.utils.config import omega_conf_to_dataclass
 import luffy.plugin  # noqa: F401
 from luffy.mix_src import mix_loss
 from luffy.mix_src.core_algos import compute_token_on_off_policy_loss
-from luffy.mix_src.mix_fields import OFF_POLICY_KEY, PREFIX_LEN_KEY
+from luffy.mix_src.mix_fields import OFF_POLICY_KEY, PREFIX_LEN_KEY, PROGRESS_FIELD
 from luffy.mix_src.mix_loss import luffy_policy_loss, luffy_ppo_loss
 from luffy.mix_src.reshape import Reshape
 from luffy.mix_src.sft_loss import assign_sft_counts
@@ -278,6 +278,43 @@ def test_sft_multitask_loss_hand_computed():
     loss.backward()
     assert float(loss) == pytest.approx(-2.0 + SFT_COEF * math.log(2.0), rel=1e-6)
     assert logp.grad.tolist() == pytest.approx([-SFT_COEF, 0.0, -2.0, 0.0])
+
+
+@pytest.mark.parametrize("progress", [0.0, 0.5, 1.0])
+def test_chord_settings_hand_computed(progress):
+    # the hand-computed case above with CHORD's knobs: mu = 0.2 + 0.6 (1 + cos(pi t)) / 2 (peak 0.8, valley 0.2,
+    # no warm-up) from the samples' recorded progress t; PPO weighted 1 - mu; the target token's NLL
+    # weighted p (1 - p) = 0.25 (detached, so its gradient is -mu * 0.25)
+    config = _compose_actor(
+        "actor_rollout_ref.actor.use_sft_multitask_loss=true", "actor_rollout_ref.actor.sft_loss_coef=0.8",
+        "actor_rollout_ref.actor.entropy_coeff=0.0", "actor_rollout_ref.actor.sft_token_weight=p_one_minus_p",
+        "actor_rollout_ref.actor.sft_loss_coef_schedule=warmup_cosine",
+        "actor_rollout_ref.actor.sft_loss_coef_valley=0.2",
+        "actor_rollout_ref.actor.sft_rl_complement=true",
+    )
+    logp = torch.tensor([math.log(0.5), -1.0, -1.5, -3.0], dtype=torch.float64, requires_grad=True)
+    data = TensorDict(
+        {
+            "prompts": _nested([torch.ones(1, dtype=torch.long)] * 2),
+            "responses": _nested([torch.ones(1, dtype=torch.long)] * 2),
+            "response_mask": _nested([torch.ones(1, dtype=torch.long)] * 2),
+            "old_log_probs": _nested([torch.tensor([-7.0]), torch.tensor([-1.5])]),
+            "advantages": _nested([torch.tensor([5.0]), torch.tensor([2.0])]),
+        },
+        batch_size=2,
+    )
+    data["extra_fields"] = NonTensorStack(
+        {OFF_POLICY_KEY: True, PREFIX_LEN_KEY: 1, PROGRESS_FIELD: progress},
+        {OFF_POLICY_KEY: False, PROGRESS_FIELD: progress},
+    )
+    tu.assign_non_tensor(data, dp_size=1, batch_num_tokens=2, global_batch_size=2)
+    assign_sft_counts(data)
+    loss, metrics = luffy_ppo_loss(config, {"log_probs": _nested(list(logp.split([2, 2])))}, data)
+    loss.backward()
+    mu = 0.2 + 0.6 * (1 + math.cos(math.pi * progress)) / 2
+    assert _value(metrics["actor/sft_loss_coef"]) == pytest.approx(mu)
+    assert float(loss) == pytest.approx((1 - mu) * -2.0 + mu * 0.25 * math.log(2.0), rel=1e-6)
+    assert logp.grad.tolist() == pytest.approx([-mu * 0.25, 0.0, -2.0 * (1 - mu), 0.0])
 
 
 def test_sft_multitask_loss_refuses_to_run_without_the_mini_batch_counts():

@@ -132,6 +132,24 @@ def test_grpo_split_takes_statistics_from_on_policy_samples(tq_session, mode):
     torch.testing.assert_close(adv, expected)
 
 
+def test_guidance_gate_drops_the_traces_of_groups_that_succeed(tq_session):
+    # BREAD's gate, k = 0: only b's generated samples all fail, so only b keeps its target
+    trainer = _trainer("algorithm.adv_estimator=grpo", "algorithm.grpo_use_std=false",
+                       "algorithm.guidance_gate=successes", "algorithm.guidance_max_successes=0")
+    batch, _ = _put_batch(tq_session, "adv_gate")
+    metrics: dict = {}
+    trainer._compute_advantage(batch, metrics)
+    adv = _advantages(tq_session, batch).view(3, N)
+    # a: target dropped, mean of [0, 0, 1]; b: mean of all four [1, 0, 0, 0]; c: target dropped, mean of [1, 1, 1]
+    expected = torch.tensor([[0.0, -1 / 3, -1 / 3, 2 / 3], [0.75, -0.25, -0.25, -0.25], [0.0, 0.0, 0.0, 0.0]])
+    torch.testing.assert_close(adv, expected)
+    data = tq_session.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id, select_fields=["response_mask"])
+    kept = torch.tensor([bool(row.sum() > 0) for row in data["response_mask"].unbind()]).view(3, N)
+    assert kept.tolist() == [[False, True, True, True], [True] * 4, [False, True, True, True]]
+    assert metrics["luffy/guided_group_frac"] == pytest.approx(1 / 3)
+    assert metrics["luffy/trace_kept_frac"] == pytest.approx(1 / 3)
+
+
 def test_batch_without_targets_runs_verls_advantage_phase(tq_session, monkeypatch):
     from verl.trainer.ppo.v1 import PPOTrainerSync
 

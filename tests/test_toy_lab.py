@@ -151,3 +151,45 @@ def test_sft_steps_make_the_traces_more_likely(tiny_base):
     cfg = LabConfig(steps=4, batch=4, mini_batch=4, n=2, lr=3e-3, eval_every=4, max_response=48)
     run = run_arm("sft", base, data, 0, cfg, EvalSettings(k=1, max_new_tokens=48))
     assert run["eval"][4]["trace_logprob"] > run["eval"][0]["trace_logprob"]
+
+
+@pytest.mark.parametrize("progress", [0.0, 0.05, 0.6, 1.0])
+def test_chord_arm_loss_and_gradient_match_a_token_loop(progress):
+    # CHORD: (1 - mu) x the on-policy PPO part + mu x the p(1-p)-weighted NLL of the trace tokens (weight detached)
+    mask, old, lp0, rewards, group, off = _batch(5)
+    arm, cfg = ARMS["chord"], LabConfig(max_response=8)
+    adv = advantages(rewards, off, group, mask, arm.adv_estimator)
+    off_tokens = off[:, None].expand_as(mask) & mask.bool()
+    lp = lp0.clone().requires_grad_(True)
+    policy_loss(old, lp, adv, mask, off_tokens, arm, cfg, progress).backward()
+    t, w = progress, arm.sft_coef_warmup
+    mu = arm.sft_loss_coef * t / w if t < w else arm.sft_coef_valley + (arm.sft_loss_coef - arm.sft_coef_valley) * (
+        1 + math.cos(math.pi * (t - w) / (1 - w))) / 2
+    ref_lp = lp0.clone().requires_grad_(True)
+    rows, width = lp0.shape
+    on_total, on_rows, nll, n_target = 0.0, 0, 0.0, 0
+    for b in range(rows):
+        for t_ in range(width):
+            if mask[b, t_] and off[b]:
+                p = float(torch.exp(lp0[b, t_]))
+                nll = nll - p * (1 - p) * ref_lp[b, t_]
+                n_target += 1
+            elif mask[b, t_]:
+                on_total = on_total - adv[b, t_] * torch.exp(ref_lp[b, t_] - old[b, t_])
+        on_rows += int(not off[b])
+    ref = (1 - mu) * on_total / (on_rows * cfg.max_response) + mu * nll / n_target
+    ref.backward()
+    assert torch.allclose(lp.grad, ref_lp.grad, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("arm", ["hpt", "bread"])
+def test_gated_arms_drop_the_traces_of_unguided_groups(arm):
+    from luffy.toy.lab import gated_advantages
+
+    mask, _, _, rewards, group, off = _batch(2, groups=4, n=5)
+    rewards[group == 0] = 0.0  # a failing group: guided by both gates
+    rewards[(group == 1) & ~off] = 1.0  # a solved group: guided by neither
+    adv, keep, stats = gated_advantages(rewards, off, group, mask, ARMS[arm])
+    assert keep[group == 0].all() and not keep[(group == 1) & off].any() and keep[~off].all()
+    assert adv[~keep].abs().sum() == 0
+    assert 0.0 < stats["luffy/guided_group_frac"] <= 0.75

@@ -37,6 +37,15 @@ def test_claim_verdicts_count_the_seeds_where_each_claim_holds():
     assert table.count("\n") == 1 + 5  # header, rule, five claim rows (no luffy_split arm in this sweep)
 
 
+def test_a_successor_arm_takes_luffys_place_in_the_claims():
+    sweep = _sweep()
+    sweep["bread"] = {seed: by_step for seed, by_step in sweep["grpo"].items()}  # ties GRPO everywhere
+    table = claims_table(sweep)
+    assert table.count("\n") == 1 + 10  # LUFFY's five rows, then bread's
+    assert "| (a) bread beats on-policy GRPO in-distribution | grpo | ID greedy acc. | 0.50 vs 0.50 no" in table
+    assert "| ID pass@8 | 0.80 vs 0.80 yes | 0.70 vs 0.70 yes | holds in 2 of 2 seeds |" in table
+
+
 def test_seed_band_is_the_wider_of_range_and_two_sd():
     values = [0.1, 0.2, 0.3, 0.4, 0.5]
     sd = statistics.stdev(values)
@@ -68,3 +77,26 @@ def test_run_mean_averages_the_evaluations_after_the_start():
     assert mean[1]["id_greedy"] == pytest.approx(0.4)  # seed 1: step 10 only
     rows = {claim: holds for claim, _, _, _, holds, _ in claim_verdicts(sweep, summary="mean")}
     assert rows["(a) LUFFY beats on-policy GRPO in-distribution"] == 0  # 0.4 < 0.5 in both seeds
+
+
+def test_a_sweep_extends_the_runs_of_the_same_settings_and_drops_others(tmp_path, capsys):
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "exp_scripts" / "toy_reproduction.py"
+    spec = importlib.util.spec_from_file_location("toy_reproduction", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    config, base = {"steps": 40, "lr": 1e-4}, _m(0.16)
+    sweep = {
+        "luffy": {"0": {"config": config, "eval": {"0": base, "40": _m(0.9)}},
+                  "1": {"config": {**config, "lr": 2e-3}, "eval": {"0": base}}},  # other settings: dropped
+        "grpo": {"0": {"config": config, "eval": {"0": _m(0.5)}},  # another base model at seed 0: dropped
+                 "3": {"config": config, "eval": {"0": _m(0.5)}}},  # seed 3 not rerun: kept
+    }
+    (tmp_path / "sweep.json").write_text(json.dumps(sweep))
+    kept = script._kept_results(tmp_path / "sweep.json", config, {0: base, 1: base})
+    assert {arm: sorted(by_seed) for arm, by_seed in kept.items()} == {"luffy": ["0"], "grpo": ["3"]}
+    assert "2 earlier runs kept, 2 of other settings dropped" in capsys.readouterr().out
+    assert script._kept_results(tmp_path / "missing.json", config, {}) == {}

@@ -48,6 +48,7 @@ def compute_grpo_outcome_advantage_split(
     epsilon: float = 1e-6,
     norm_adv_by_std: bool = True,
     stats_from: str = "all",
+    stats_mask: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """GRPO outcome advantages with a choice of which group members supply the statistics.
 
@@ -85,6 +86,8 @@ def compute_grpo_outcome_advantage_split(
         epsilon: added to the std before dividing.
         norm_adv_by_std: divide by ``sd_g + epsilon`` (GRPO) or not (Dr. GRPO).
         stats_from: ``"all"`` or ``"on_policy"``.
+        stats_mask: ``(batch_size,)`` bool, the members of ``S_g`` given explicitly (overrides
+            ``stats_from`` and ``off_policy_mask``; the guidance gate of ``guidance.py`` passes it).
 
     Returns:
         ``(advantages, returns)``, both ``(batch_size, response_length)`` with the same values: ``A_i``
@@ -110,7 +113,11 @@ def compute_grpo_outcome_advantage_split(
         scores = token_level_rewards.to(cdt).sum(dim=-1)  # (B,)
 
         # w_i = 1 if sample i supplies statistics for its group
-        if stats_from == "all" or off_policy_mask is None:
+        if stats_mask is not None:
+            if tuple(stats_mask.shape) != (bsz,):
+                raise ValueError(f"stats_mask must have shape ({bsz},), got {tuple(stats_mask.shape)}")
+            weights = stats_mask.to(device=device, dtype=torch.bool).to(cdt)  # (B,)
+        elif stats_from == "all" or off_policy_mask is None:
             weights = torch.ones(bsz, dtype=cdt, device=device)  # (B,)
         else:
             off = _per_sample_off_mask(off_policy_mask, token_level_rewards.shape)  # (B,)

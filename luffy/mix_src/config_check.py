@@ -15,8 +15,9 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from luffy.mix_src.core_algos import luffy_loss_agg_mode
+from luffy.mix_src.guidance import GUIDANCE_GATES, SFT_COEF_SCHEDULES
 from luffy.mix_src.prefix import check_prefix_strategy
-from luffy.mix_src.reshape import Reshape
+from luffy.mix_src.reshape import TOKEN_WEIGHTS, Reshape
 
 LUFFY_AGENT_LOOP = "luffy_mix_agent"
 ADV_ESTIMATORS = ("grpo", "grpo_split")
@@ -96,6 +97,7 @@ def check_sft_multitask_keys(actor: Any, prefix: str = "actor_rollout_ref.actor"
     coef = _get(actor, "sft_loss_coef")
     if not (_is_number(coef) and coef >= 0):
         raise ValueError(f"{prefix}.sft_loss_coef={coef!r} must be a finite number >= 0")
+    check_successor_actor_keys(actor, prefix)
     if not use_sft:
         return
     asked = [f"off_policy_reshape={_get(actor, 'off_policy_reshape')!r}"] if _get(
@@ -107,6 +109,97 @@ def check_sft_multitask_keys(actor: Any, prefix: str = "actor_rollout_ref.actor"
             f"{prefix}.use_sft_multitask_loss=true trains the targets with an SFT loss instead of the shaped "
             f"off-policy loss, but {prefix}.{asked[0]} asks for that loss; leave off_policy_reshape=no_reshape and "
             "off_max_clip/off_min_clip/all_max_clip null, or set use_sft_multitask_loss=false (one loss or the other)"
+        )
+
+
+def check_successor_actor_keys(actor: Any, prefix: str = "actor_rollout_ref.actor") -> None:
+    """The token weights and the SFT coefficient's schedule (CHORD; ``docs/successors.md``).
+
+    Raises:
+        ValueError: naming the key: an unknown name, a number out of range, or a setting of the SFT
+            term without ``use_sft_multitask_loss`` (or of the off-policy term with it), which would do nothing.
+    """
+    use_sft = _get(actor, "use_sft_multitask_loss")
+    for key in ("sft_token_weight", "off_policy_token_weight"):
+        if _get(actor, key) not in TOKEN_WEIGHTS:
+            raise ValueError(f"{prefix}.{key}={_get(actor, key)!r} is not one of {', '.join(TOKEN_WEIGHTS)}")
+    schedule = _get(actor, "sft_loss_coef_schedule")
+    if schedule not in SFT_COEF_SCHEDULES:
+        raise ValueError(f"{prefix}.sft_loss_coef_schedule={schedule!r} is not one of {', '.join(SFT_COEF_SCHEDULES)}")
+    valley, warmup = _get(actor, "sft_loss_coef_valley"), _get(actor, "sft_loss_coef_warmup")
+    if not (_is_number(valley) and 0 <= valley <= _get(actor, "sft_loss_coef")):
+        raise ValueError(f"{prefix}.sft_loss_coef_valley={valley!r} must be a number in [0, sft_loss_coef]")
+    if not (_is_number(warmup) and 0 <= warmup < 1):
+        raise ValueError(f"{prefix}.sft_loss_coef_warmup={warmup!r} must be a fraction of training in [0, 1)")
+    complement = _get(actor, "sft_rl_complement")
+    if not _is_bool(complement):
+        raise ValueError(f"{prefix}.sft_rl_complement={complement!r} must be true or false")
+    if complement and _get(actor, "sft_loss_coef") > 1:
+        raise ValueError(
+            f"{prefix}.sft_rl_complement=true weights the PPO term 1 - mu, so {prefix}.sft_loss_coef (the peak mu) "
+            f"must be <= 1, got {_get(actor, 'sft_loss_coef')}"
+        )
+    sft_only = [
+        f"{key}={_get(actor, key)!r}"
+        for key, default in (("sft_token_weight", "none"), ("sft_loss_coef_schedule", "constant"),
+                             ("sft_rl_complement", False))
+        if _get(actor, key) != default
+    ]
+    if sft_only and not use_sft:
+        raise ValueError(
+            f"{prefix}.{sft_only[0]} shapes the SFT term, which is off; set {prefix}.use_sft_multitask_loss=true"
+        )
+    if use_sft and _get(actor, "off_policy_token_weight") != "none":
+        raise ValueError(
+            f"{prefix}.off_policy_token_weight={_get(actor, 'off_policy_token_weight')!r} weights the shaped "
+            f"off-policy term, which use_sft_multitask_loss=true replaces; use {prefix}.sft_token_weight instead"
+        )
+
+
+def check_guidance_keys(algorithm: Any, prefix: str = "algorithm") -> None:
+    """The per-group guidance gate's keys (``guidance.py``).
+
+    Raises:
+        ValueError: naming the key.
+    """
+    gate = _get(algorithm, "guidance_gate")
+    if gate not in GUIDANCE_GATES:
+        raise ValueError(f"{prefix}.guidance_gate={gate!r} is not one of {', '.join(GUIDANCE_GATES)}")
+    threshold = _get(algorithm, "guidance_accuracy_threshold")
+    if not (_is_number(threshold) and 0 < threshold <= 1):
+        raise ValueError(
+            f"{prefix}.guidance_accuracy_threshold={threshold!r} must be a number in (0, 1] (0 would never guide)"
+        )
+    k = _get(algorithm, "guidance_max_successes")
+    if not isinstance(k, int) or isinstance(k, bool) or k < 0:
+        raise ValueError(f"{prefix}.guidance_max_successes={k!r} must be an integer >= 0")
+    if not _is_bool(_get(algorithm, "guidance_gated_trace_in_stats")):
+        raise ValueError(
+            f"{prefix}.guidance_gated_trace_in_stats={_get(algorithm, 'guidance_gated_trace_in_stats')!r} "
+            "must be true or false"
+        )
+
+
+def check_guidance_run(config: Any) -> None:
+    """The gate needs trace slots and generated samples to judge them by.
+
+    Raises:
+        ValueError: naming ``algorithm.guidance_gate`` and the rollout setting that defeats it.
+    """
+    gate = config.algorithm.get("guidance_gate", "none")
+    if gate == "none":
+        return
+    rollout = config.actor_rollout_ref.rollout
+    generated = rollout.n - rollout.n_prefix
+    if rollout.n_prefix == 0 or generated == 0:
+        raise ValueError(
+            f"algorithm.guidance_gate={gate} judges each group's traces by its generated samples, but "
+            f"actor_rollout_ref.rollout.n={rollout.n}, n_prefix={rollout.n_prefix}; it needs 1 <= n_prefix < n"
+        )
+    if gate == "successes" and config.algorithm.guidance_max_successes >= generated:
+        raise ValueError(
+            f"algorithm.guidance_max_successes={config.algorithm.guidance_max_successes} guides every group (a group "
+            f"has {generated} generated samples); set it below {generated}, or algorithm.guidance_gate=none"
         )
 
 
@@ -168,6 +261,7 @@ def check_algorithm_keys(algorithm: Any, prefix: str = "algorithm") -> None:
             f"{prefix}.norm_adv_by_std_in_grpo disagrees with {prefix}.grpo_use_std={use_std}; "
             f"set {prefix}.grpo_use_std only (the veRL key follows it)"
         )
+    check_guidance_keys(algorithm, prefix)
 
 
 def _int_at_least(node: Any, key: str, prefix: str, low: int) -> None:
@@ -335,6 +429,7 @@ def check_luffy_config(config: Any) -> None:
     mode = config.trainer.v1.trainer_mode
     if mode not in TRAINER_MODES:
         raise ValueError(f"trainer.v1.trainer_mode={mode!r}: LUFFY trains in veRL's modes {', '.join(TRAINER_MODES)}")
+    check_guidance_run(config)
     if arr.actor.use_sft_multitask_loss and arr.rollout.n_prefix == 0:
         raise ValueError(
             "actor_rollout_ref.actor.use_sft_multitask_loss=true needs off-policy targets to train on, but "

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from luffy.mix_src.reshape import Reshape, off_policy_ratio, on_policy_ratio
+from luffy.mix_src.reshape import Reshape, check_token_weight, off_policy_ratio, on_policy_ratio, token_weight
 
 __all__ = [
     "LOSS_METRIC_KEYS",
@@ -118,6 +118,7 @@ def compute_token_on_off_policy_loss(
     loss_remove_clip: bool = False,
     loss_agg_mode: str = "token-mean",
     global_batch_info: Mapping[str, Any] | None = None,
+    off_policy_token_weight: str = "none",
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """LUFFY's mixed policy loss: PPO on on-policy tokens, shaped importance sampling on off-policy ones.
 
@@ -140,6 +141,7 @@ def compute_token_on_off_policy_loss(
         h = q | w log q | w log q + q | sqrt(q) | q^k | q / (q + G)      (same names, off_policy_* knobs)
         h <- clamp(h, off_min_clip, off_max_clip)                         (each bound optional)
         L = -A h                                                          (never PPO-clipped)
+        L = -A w(p) h      with off_policy_token_weight (w detached: gradient -A w(p) grad h)
 
     ``all_max_clip``: tokens with current probability ``p > all_max_clip`` (either kind) are dropped
     from the loss and from its normaliser. With ``m`` the resulting mask (response_mask, minus those),
@@ -183,6 +185,8 @@ def compute_token_on_off_policy_loss(
         loss_remove_token_mean: LUFFY's name for ``loss_agg_mode="seq-mean-token-sum-norm"``.
         loss_remove_clip: no PPO clip on on-policy tokens.
         loss_agg_mode: veRL's aggregation mode (``token-mean``, ``token-sum``, ``seq-mean-*``).
+        off_policy_token_weight: a name of :data:`~luffy.mix_src.reshape.TOKEN_WEIGHTS`: per-token
+            weight ``w(p)`` of the off-policy term, ``p`` the current probability, treated as a constant.
         global_batch_info: veRL's ``dp_size``, ``batch_num_tokens``, ``global_batch_size`` and
             ``loss_scale_factor`` of the mini-batch this micro-batch belongs to; ``None`` = this batch alone.
 
@@ -221,6 +225,7 @@ def compute_token_on_off_policy_loss(
         )
     if cliprange < 0:
         raise ValueError(f"cliprange must be >= 0, got {cliprange}")
+    check_token_weight(off_policy_token_weight)
     agg_mode = luffy_loss_agg_mode(loss_agg_mode, loss_remove_token_mean)
     info = dict(global_batch_info or {})
     has_global_tokens = info.get("batch_num_tokens") is not None
@@ -277,8 +282,15 @@ def compute_token_on_off_policy_loss(
             h = h.clamp(min=off_min_clip)
             off_no_grad = under if off_no_grad is None else off_no_grad | under
 
+        weighted_h = h
+        weight = token_weight(off_policy_token_weight, p)  # (B, T) detached w(p), or None
+        if weight is not None:
+            # L = -A w h ; dL/dlog p = -A w h' (w is a constant of the backward pass)
+            weighted_h = h * weight
+            dh = dh * weight
+
         # per-token loss L = -A h (off) | L_on (on), and dL/dlog p = -A h' | -A g' (0 where clipped)
-        tok_loss = torch.where(off, neg_adv * h, on_loss)  # (B, T)
+        tok_loss = torch.where(off, neg_adv * weighted_h, on_loss)  # (B, T)
 
         # ---- masks ----
         full_mask = mask  # (B, T)

@@ -33,7 +33,7 @@ from verl.experimental.agent_loop.single_turn_agent_loop import SingleTurnAgentL
 from verl.workers.rollout.replica import TokenOutput
 
 from luffy.mix_src.mix_config import LuffyRolloutConfig
-from luffy.mix_src.mix_fields import OFF_POLICY_KEY, PREFIX_LEN_KEY
+from luffy.mix_src.mix_fields import OFF_POLICY_KEY, PREFIX_LEN_KEY, PROGRESS_FIELD
 from luffy.mix_src.prefix import prefix_ratio
 from luffy.tokens import TargetEncoder
 
@@ -103,6 +103,8 @@ class MixAgentLoop(SingleTurnAgentLoop):
         if not is_off_policy_slot:
             output = await super().run(sampling_params, **kwargs)
             output.extra_fields.update({OFF_POLICY_KEY: False, PREFIX_LEN_KEY: 0})
+            if kwargs.get(TRAIN_BATCH_KEY, False):
+                output.extra_fields[PROGRESS_FIELD] = float(kwargs.get(PROGRESS_KEY, 0.0))
             return output
 
         target = kwargs["target"]
@@ -142,7 +144,9 @@ class MixAgentLoop(SingleTurnAgentLoop):
             self.server_manager = server.inner
         kept = min(server.prefix_len, len(output.response_ids))
         # a zero-length prefix (or a trace that did not fit) leaves a generated, i.e. on-policy, sample
-        output.extra_fields.update({OFF_POLICY_KEY: kept > 0, PREFIX_LEN_KEY: kept})
+        output.extra_fields.update(
+            {OFF_POLICY_KEY: kept > 0, PREFIX_LEN_KEY: kept, PROGRESS_FIELD: float(kwargs.get(PROGRESS_KEY, 0.0))}
+        )
         return output
 
 

@@ -51,6 +51,12 @@ class LuffyActorConfig(FSDPActorConfig):
     entropy_loss_scale_factor: float = 32768.0
     use_sft_multitask_loss: bool = False
     sft_loss_coef: float = 1.0
+    sft_token_weight: str = "none"
+    off_policy_token_weight: str = "none"
+    sft_loss_coef_schedule: str = "constant"
+    sft_loss_coef_valley: float = 0.0
+    sft_loss_coef_warmup: float = 0.0
+    sft_rl_complement: bool = False
 
     def __post_init__(self):
         super().__post_init__()
@@ -83,9 +89,13 @@ class LuffyRolloutConfig(RolloutConfig):
 
 @dataclass
 class LuffyAlgoConfig(AlgoConfig):
-    """veRL's algorithm config plus LUFFY's name for GRPO's std normalisation."""
+    """veRL's algorithm config plus LUFFY's name for GRPO's std normalisation and the guidance gate."""
 
     grpo_use_std: bool = True
+    guidance_gate: str = "none"
+    guidance_accuracy_threshold: float = 0.5
+    guidance_max_successes: int = 0
+    guidance_gated_trace_in_stats: bool = False
 
     def __post_init__(self):
         parent_post_init = getattr(super(), "__post_init__", None)

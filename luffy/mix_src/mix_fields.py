@@ -6,7 +6,9 @@ sample. The agent loop stores two values in each sample's ``extra_fields`` inste
 * ``luffy_off_policy`` (bool): the sample holds target tokens (one of the prompt's ``n_prefix`` off-policy slots);
 * ``luffy_prefix_len`` (int): how many leading response tokens are the target's (0 for on-policy).
 
-The trainer and the loss rebuild the token mask from these and ``response_mask``.
+The trainer and the loss rebuild the token mask from these and ``response_mask``. A training sample
+also records ``luffy_progress`` (float in [0, 1], the fraction of training done when it was rolled
+out), which the loss reads for the SFT coefficient's schedule.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import torch
 
 OFF_POLICY_KEY = "luffy_off_policy"
 PREFIX_LEN_KEY = "luffy_prefix_len"
+PROGRESS_FIELD = "luffy_progress"
 
 
 def as_dict_list(extra_fields: Any) -> list[Mapping[str, Any]]:
@@ -35,6 +38,12 @@ def off_policy_flags(extra_fields: Iterable[Mapping[str, Any]]) -> torch.Tensor:
 def prefix_lengths(extra_fields: Iterable[Mapping[str, Any]]) -> torch.Tensor:
     """``(batch_size,)`` int64: number of leading off-policy response tokens per sample."""
     return torch.tensor([int(ef.get(PREFIX_LEN_KEY, 0) or 0) for ef in extra_fields], dtype=torch.int64)
+
+
+def training_progress(extra_fields: Any) -> float:
+    """The latest ``luffy_progress`` of the samples (0.0 when none records it)."""
+    values = [float(ef[PROGRESS_FIELD]) for ef in as_dict_list(extra_fields) if ef.get(PROGRESS_FIELD) is not None]
+    return max(values, default=0.0)
 
 
 def off_policy_token_mask(extra_fields: Any, response_mask: torch.Tensor) -> torch.Tensor:

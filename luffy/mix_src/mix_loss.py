@@ -15,7 +15,11 @@ with ``loss_scale_factor`` = the configured maximum response length (``mix_confi
 
 With ``actor.use_sft_multitask_loss`` (LUFFY's "RL with an SFT loss" baseline) the policy term is PPO on
 the on-policy tokens only, aggregated over the mini-batch's on-policy token and response counts, and
-``sft_loss_coef`` times the target tokens' token-mean NLL is added beside it (``sft_loss.py``).
+``sft_loss_coef`` times the target tokens' token-mean NLL is added beside it (``sft_loss.py``). The
+successors' knobs (``docs/successors.md``) act here too: ``sft_token_weight`` weights each target
+token's NLL, ``sft_loss_coef_schedule`` makes the coefficient ``mu`` a function of the training progress
+the samples recorded (``guidance.sft_coef``), ``sft_rl_complement`` weights the PPO term ``1 - mu``,
+and ``off_policy_token_weight`` weights the shaped off-policy term's tokens.
 """
 
 from __future__ import annotations
@@ -31,7 +35,8 @@ from verl.workers.utils.losses import ppo_loss
 from verl.workers.utils.padding import no_padding_2_padding
 
 from luffy.mix_src.core_algos import LOSS_METRIC_KEYS, compute_token_on_off_policy_loss
-from luffy.mix_src.mix_fields import off_policy_token_mask
+from luffy.mix_src.guidance import sft_coef
+from luffy.mix_src.mix_fields import off_policy_token_mask, training_progress
 from luffy.mix_src.sft_loss import read_sft_counts, sft_nll_loss
 
 LOSS_MODE = "luffy_mixed"
@@ -85,7 +90,8 @@ def luffy_policy_loss(
         # SFT multitask loss: PPO on on-policy tokens alone, normalised by their own mini-batch counts
         response_mask = response_mask & ~off_mask
         off_mask = torch.zeros_like(off_mask)
-        info = {**info, **on_policy_info}
+        rl_scale = on_policy_info.get("rl_scale", 1.0)
+        info = {**info, **{key: value for key, value in on_policy_info.items() if key != "rl_scale"}}
     if rollout_is_weights is not None:
         # w * max(a, b) = max(w a, w b) for w >= 0: weighting the advantage of an on-policy token is
         # weighting its clipped PPO loss, as veRL's vanilla loss does; off-policy tokens keep weight 1.
@@ -108,7 +114,10 @@ def luffy_policy_loss(
         loss_remove_clip=config.loss_remove_clip,
         loss_agg_mode=loss_agg_mode,
         global_batch_info=info,
+        off_policy_token_weight=getattr(config, "off_policy_token_weight", "none"),
     )
+    if on_policy_info is not None and rl_scale != 1.0:
+        loss = loss * rl_scale  # sft_rl_complement: the PPO term weighted 1 - mu
     reported = _REPORTED if on_policy_info is None else _SFT_REPORTED
     metrics = {f"actor/{key}": float(raw[key]) for key in reported}
     metrics["actor/pg_clipfrac"] = metrics["actor/on_pg_clipfrac"]
@@ -161,9 +170,17 @@ def luffy_ppo_loss(config: Any, model_output: dict, data: TensorDict, dp_group: 
     counts = read_sft_counts(data) if config.use_sft_multitask_loss else None
     on_policy_info = None
     if counts is not None:
+        mu = sft_coef(
+            config.sft_loss_coef_schedule,
+            training_progress(data["extra_fields"]),
+            config.sft_loss_coef,
+            config.sft_loss_coef_valley,
+            config.sft_loss_coef_warmup,
+        )
         on_policy_info = {
             "batch_num_tokens": max(counts.on_policy_tokens, 1),
             "global_batch_size": max(counts.on_policy_samples, 1),
+            "rl_scale": 1.0 - mu if config.sft_rl_complement else 1.0,
         }
     token = _OFF_POLICY_MASK.set(off_mask)
     info_token = _ON_POLICY_BATCH_INFO.set(on_policy_info)
@@ -187,8 +204,11 @@ def luffy_ppo_loss(config: Any, model_output: dict, data: TensorDict, dp_group: 
         metrics["actor/entropy_loss"] = Metric(value=entropy_loss, aggregation=aggregation)
     if counts is not None:
         log_prob = no_padding_2_padding(model_output["log_probs"], data)  # (B, T)
-        sft_loss = sft_nll_loss(log_prob, off_mask, counts.target_tokens, int(info.get("dp_size") or 1))
-        loss = loss + config.sft_loss_coef * sft_loss
+        sft_loss = sft_nll_loss(
+            log_prob, off_mask, counts.target_tokens, int(info.get("dp_size") or 1), config.sft_token_weight
+        )
+        loss = loss + mu * sft_loss
+        metrics["actor/sft_loss_coef"] = mu
         if counts.target_tokens > 0:  # a mini-batch without targets has no NLL to report (not 0)
             metrics["actor/sft_loss"] = Metric(value=sft_loss.detach(), aggregation=aggregation)
         if off_mask.any():

@@ -18,7 +18,8 @@ old log-probs (veRL's own phase: the actor recomputes them for every token), adv
   fetch gives the off-policy token mask and LUFFY's per-step metrics; a batch without target tokens
   (and not ``grpo_split``) then runs veRL's method unchanged. With targets, veRL's steps run in
   ``_mixed_advantage``, each through veRL's own function, with three changes: rollout correction on
-  on-policy tokens only, ``grpo_split`` statistics from on-policy samples, and veRL's rollout-vs-actor
+  on-policy tokens only, ``grpo_split`` statistics from on-policy samples (or, with
+  ``algorithm.guidance_gate``, the statistics and kept traces of ``guidance.py``), and veRL's rollout-vs-actor
   diagnostics (``training/rollout_probs_diff_*``) over on-policy tokens (replacing the all-token
   values veRL's old-log-prob phase wrote a moment earlier).
 
@@ -57,6 +58,7 @@ from verl.utils.profiler import simple_timer
 from verl.workers.utils.padding import response_to_nested
 
 from luffy.mix_src.advantage import GRPO_SPLIT
+from luffy.mix_src.guidance import gate_settings, gated_grpo_advantage
 from luffy.mix_src.metrics import advantage_by_kind, compute_mix_metrics, on_policy_staleness_metrics
 from luffy.mix_src.mix_agent_loop import PROGRESS_KEY, TRAIN_BATCH_KEY
 from luffy.mix_src.mix_fields import as_dict_list, off_policy_flags, off_policy_token_mask
@@ -187,7 +189,18 @@ class MixTrainerHooks(PPOTrainer):
             metrics.update(self._on_policy_rollout_correction(data, off_tokens, on_tokens, corr_config))
             written += [name for name in ("response_mask", "rollout_is_weights") if name in data.batch]
 
-        if algorithm.adv_estimator == GRPO_SPLIT:  # statistics from on-policy samples
+        valid = torch.tensor([not tag.get("is_padding", False) for tag in batch.tags], dtype=torch.bool)
+        gate = gate_settings(algorithm)
+        if gate is not None:  # per-group guidance gate (guidance.py): dropped traces leave loss and advantages
+            advantages, keep, gate_metrics = gated_grpo_advantage(
+                data.batch["token_level_rewards"], response_mask, data.non_tensor_batch["uid"], off_samples, gate,
+                norm_adv_by_std=bool(algorithm.get("norm_adv_by_std_in_grpo", True)), valid=valid,
+            )
+            data.batch["advantages"] = data.batch["returns"] = advantages
+            data.batch["response_mask"] = data.batch["response_mask"] * keep.unsqueeze(-1).to(response_mask.dtype)
+            written += [] if "response_mask" in written else ["response_mask"]
+            metrics.update(gate_metrics)
+        elif algorithm.adv_estimator == GRPO_SPLIT:  # statistics from on-policy samples
             advantages, _ = core_algos.get_adv_estimator_fn(GRPO_SPLIT)(
                 token_level_rewards=data.batch["token_level_rewards"],
                 response_mask=response_mask,
@@ -208,7 +221,6 @@ class MixTrainerHooks(PPOTrainer):
                 **settings,
             )
 
-        valid = torch.tensor([not tag.get("is_padding", False) for tag in batch.tags], dtype=torch.bool)
         metrics.update(advantage_by_kind(data.batch["advantages"], response_mask, off_samples, valid))
         nested = {name: response_to_nested(data.batch[name], nested_mask) for name in written}  # veRL's layout
         fields = TensorDict(nested, batch_size=len(batch))

@@ -24,7 +24,12 @@ Redesigned schedules over ``progress`` in [0, 1] (the fraction of training done)
 ``progress_reverse_linear``   lo + (hi - lo) progress: guidance grows over training
 ``progress_linear_max``       uniform in [lo, progress_linear]
 ``progress_linear_variance``  progress_linear + uniform(-v, v), v = (hi - lo) / 2 (1 - progress)
+``progress_cosine``           lo + (hi - lo) (1 + cos(pi progress)) / 2: hi to lo on a half cosine
 ============================  ======================================================================
+
+With ``lo = 0`` the two fading schedules anneal the hint from ``hi`` to nothing at the end of
+training (UFT's and Prefix-RFT's hint schedules): ``progress_linear`` on a line, ``progress_cosine``
+on a half cosine (slow at first and last).
 
 Draws are reproducible: the generator is seeded from the prompt uid (and the slot unless
 ``prefix_share_across_samples``), so every session of a group computes the same shared ratio without
@@ -33,6 +38,7 @@ talking to the others.
 
 from __future__ import annotations
 
+import math
 import random
 
 PREFIX_STRATEGIES: tuple[str, ...] = (
@@ -45,6 +51,7 @@ PREFIX_STRATEGIES: tuple[str, ...] = (
     "progress_reverse_linear",
     "progress_linear_max",
     "progress_linear_variance",
+    "progress_cosine",
 )
 # Strategies that ignore [min_prefix_ratio, max_prefix_ratio] (LUFFY's step schedules).
 STEP_STRATEGIES: tuple[str, ...] = ("linear", "reverse_linear", "linear_max")
@@ -121,6 +128,8 @@ def prefix_ratio(
         ratio = linear
     elif strategy == "progress_reverse_linear":
         ratio = lo + (hi - lo) * t
+    elif strategy == "progress_cosine":
+        ratio = lo + (hi - lo) * 0.5 * (1.0 + math.cos(math.pi * t))
     elif strategy == "progress_linear_max":
         ratio = rng.uniform(lo, linear)
     else:  # progress_linear_variance

@@ -3,6 +3,10 @@
 A reshape name (``no_reshape``, ``logp``, ``p_logp``, ``square_root``, ``pow`` or ``p_div_p_<gamma>``)
 is parsed once, where the config enters (:class:`luffy.mix_src.mix_config.LuffyActorConfig` and the
 driver's :mod:`luffy.mix_src.config_check`), into a frozen :class:`Reshape` that the loss receives.
+
+Beside the ratio shapings, :data:`TOKEN_WEIGHTS` names detached per-token weights ``w(p)`` that multiply
+a term's per-token loss (the SFT NLL or the shaped off-policy term): CHORD's ``p(1 - p)`` and the
+importance-style ``p`` (:func:`token_weight`).
 """
 
 from __future__ import annotations
@@ -13,12 +17,14 @@ from typing import Any
 
 import torch
 
-__all__ = ["ACCEPTED_RESHAPES", "Reshape", "off_policy_ratio", "on_policy_ratio"]
+__all__ = ["ACCEPTED_RESHAPES", "TOKEN_WEIGHTS", "Reshape", "off_policy_ratio", "on_policy_ratio", "token_weight"]
 
 # Names accepted by ``on_policy_reshape`` / ``off_policy_reshape``. The last entry is a pattern: any
 # ``p_div_p_<gamma>`` with a positive finite number, e.g. ``p_div_p_0.1`` (LUFFY's recipe).
 ACCEPTED_RESHAPES: tuple[str, ...] = ("no_reshape", "logp", "p_logp", "square_root", "pow", "p_div_p_<gamma>")
 _P_DIV_P_PREFIX = "p_div_p_"
+# Per-token weights w(p) of actor.sft_token_weight / actor.off_policy_token_weight (token_weight).
+TOKEN_WEIGHTS: tuple[str, ...] = ("none", "p_one_minus_p", "p")
 
 
 def _finite(value: Any) -> bool:
@@ -129,3 +135,29 @@ def off_policy_ratio(reshape: Reshape, log_q: torch.Tensor, q: torch.Tensor) -> 
     inv = 1.0 / (q + gamma)  # (B, T)
     h = q * inv  # (B, T)
     return h, h * gamma * inv
+
+
+def check_token_weight(name: object) -> None:
+    """Raise ``ValueError`` naming :data:`TOKEN_WEIGHTS` if ``name`` is not one of them."""
+    if name not in TOKEN_WEIGHTS:
+        raise ValueError(f"{name!r} is not a token weight; accepted: {', '.join(TOKEN_WEIGHTS)}")
+
+
+def token_weight(name: str, p: torch.Tensor) -> torch.Tensor | None:
+    """Per-token weight ``w(p)`` (same shape as ``p``, the current token probability), detached.
+
+    ``none``: ``None`` (no weight). ``p_one_minus_p``: ``w = p (1 - p)`` (CHORD's phi: tokens the policy
+    already predicts, p near 1, and tokens far from its distribution, p near 0, both count little).
+    ``p``: ``w = p``, so that ``w * grad log p = grad p`` (an importance-style weight that favours
+    tokens the policy finds likely).
+
+    The weight is a constant of the backward pass: a term ``sum w(p) * l(p)`` has gradient
+    ``sum w(p) * grad l(p)``, never a ``grad w`` part.
+    """
+    check_token_weight(name)
+    if name == "none":
+        return None
+    p = p.detach()
+    if name == "p":
+        return p.clone()
+    return p * (1.0 - p)

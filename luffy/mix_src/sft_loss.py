@@ -23,6 +23,7 @@ from verl.trainer.ppo.core_algos import agg_loss
 from verl.utils import tensordict_utils as tu
 
 from luffy.mix_src.mix_fields import off_policy_token_mask
+from luffy.mix_src.reshape import token_weight as reshape_token_weight
 
 #: non-tensor keys of the mini-batch holding its global counts (every data-parallel rank together)
 TARGET_TOKENS_KEY = "luffy_target_tokens"
@@ -85,21 +86,34 @@ def read_sft_counts(data: TensorDict) -> SftCounts:
 
 
 def sft_nll_loss(
-    log_prob: torch.Tensor, target_mask: torch.Tensor, target_tokens: int, dp_size: int = 1
+    log_prob: torch.Tensor,
+    target_mask: torch.Tensor,
+    target_tokens: int,
+    dp_size: int = 1,
+    token_weight: str = "none",
 ) -> torch.Tensor:
     """This micro-batch's share of the mini-batch's token-mean NLL of its target tokens.
+
+    With ``token_weight`` (a name of :data:`luffy.mix_src.reshape.TOKEN_WEIGHTS`) each token's NLL is
+    multiplied by ``w(p)``, ``p = exp(log_prob)``, detached: the loss is ``sum -w(p) log p / N`` and its
+    gradient ``sum -w(p) grad log p / N`` (CHORD's ``p (1 - p)``; with ``p`` it is ``-grad p``).
 
     Args:
         log_prob: ``(batch_size, response_length)`` current log-probs (gradients flow through them).
         target_mask: ``(batch_size, response_length)`` bool, true on target tokens.
         target_tokens: target tokens of the whole mini-batch (every rank); 0 gives a zero loss.
         dp_size: data-parallel ranks (veRL's ``agg_loss`` convention: gradients are averaged over ranks).
+        token_weight: ``none`` (plain NLL), ``p_one_minus_p`` or ``p``.
 
     Returns:
         0-dim tensor ``sum_{target} -log p / max(target_tokens, 1) * dp_size``, float32 (float64 for
         float64 input).
     """
-    nll = -(log_prob if log_prob.dtype == torch.float64 else log_prob.float())  # (B, T); bf16 sums round
+    lp = log_prob if log_prob.dtype == torch.float64 else log_prob.float()  # (B, T); bf16 sums round
+    nll = -lp  # (B, T)
+    weight = reshape_token_weight(token_weight, lp.detach().exp())  # (B, T) detached, or None
+    if weight is not None:
+        nll = nll * weight
     return agg_loss(
         loss_mat=nll,
         loss_mask=target_mask,

@@ -15,7 +15,13 @@ settings, in one process and plain torch:
    loss (:func:`luffy.mix_src.sft_loss.sft_nll_loss`), with veRL's global-batch counts of the mini-batch.
 
 The arms (:data:`ARMS`) are the reproduction's; every arm of one seed starts from the same weights and
-sees the same prompts in the same order and the same sampling seeds.
+sees the same prompts in the same order and the same sampling seeds. The successors' arms add, each
+through this package's function: a per-group guidance gate (:func:`luffy.mix_src.guidance.gated_grpo_advantage`:
+HPT's accuracy gate, BREAD's "only where the group fails"), per-token weights and a scheduled
+coefficient of the SFT term (:func:`luffy.mix_src.reshape.token_weight` inside ``sft_nll_loss``,
+:func:`luffy.mix_src.guidance.sft_coef`: CHORD), and an annealed hint (the trace slot keeps a
+:func:`luffy.mix_src.prefix.prefix_ratio` fraction of the trace and the policy continues it: UFT,
+Prefix-RFT). Training progress is ``step / (steps - 1)``, the trainer's.
 """
 
 from __future__ import annotations
@@ -44,6 +50,19 @@ class Arm:
     sft: str = "none"
     sft_loss_coef: float = 1.0
     sft_first: float = 0.0
+    gate: str = "none"
+    """``algorithm.guidance_gate``, with ``accuracy_threshold`` / ``max_successes`` (guidance.py)"""
+    accuracy_threshold: float = 0.5
+    max_successes: int = 0
+    sft_token_weight: str = "none"
+    sft_coef_schedule: str = "constant"
+    """``constant`` or ``warmup_cosine`` (peak ``sft_loss_coef``, ``sft_coef_valley``, ``sft_coef_warmup``)"""
+    sft_coef_valley: float = 0.0
+    sft_coef_warmup: float = 0.0
+    sft_rl_complement: bool = False
+    """the PPO term weighted ``1 - mu``"""
+    prefix_strategy: str = ""
+    """empty: whole traces; else the trace slot keeps ``prefix_ratio(strategy, 0, 1, progress)`` of the trace"""
 
 
 ARMS: dict[str, Arm] = {
@@ -53,6 +72,12 @@ ARMS: dict[str, Arm] = {
     "sft": Arm("grpo_split", -1, "no_reshape", sft="only"),
     "rl_sft_loss": Arm("grpo_split", 1, "no_reshape", sft="multitask"),
     "sft_rl": Arm("grpo", 0, sft_first=0.5),
+    "hpt": Arm("grpo_split", 1, "no_reshape", sft="multitask", gate="accuracy", accuracy_threshold=0.5),
+    "bread": Arm("grpo", 1, gate="successes", max_successes=0),
+    "chord": Arm("grpo_split", 1, "no_reshape", sft="multitask", sft_loss_coef=0.9, sft_token_weight="p_one_minus_p",
+                 sft_coef_schedule="warmup_cosine", sft_coef_valley=0.05, sft_coef_warmup=0.1,
+                 sft_rl_complement=True),
+    "hint_anneal": Arm("grpo", 1, "no_reshape", sft="multitask", prefix_strategy="progress_cosine"),
 }
 """``-1`` as ``n_prefix`` means ``n`` (every slot a trace)."""
 
@@ -63,7 +88,13 @@ LABELS = {
     "sft": "SFT on the traces",
     "rl_sft_loss": "RL with an SFT loss",
     "sft_rl": "SFT then RL",
+    "hpt": "HPT gate (SFT where accuracy < 0.5)",
+    "bread": "BREAD gate (trace where 0 of 7 succeed)",
+    "chord": "CHORD (p(1-p) SFT, mu 0.9 to 0.05)",
+    "hint_anneal": "hint annealed 1 to 0 (cosine), SFT on it",
 }
+#: the successors' arms (docs/successors.md)
+SUCCESSOR_ARMS = ("hpt", "bread", "chord", "hint_anneal")
 
 
 @dataclass(frozen=True)
@@ -109,11 +140,12 @@ def advantages(rewards, off_policy, group, response_mask, estimator: str):
     return adv
 
 
-def policy_loss(old_log_prob, log_prob, adv, mask, off_tokens, arm: Arm, cfg: LabConfig):
+def policy_loss(old_log_prob, log_prob, adv, mask, off_tokens, arm: Arm, cfg: LabConfig, progress: float = 0.0):
     """This package's loss on one mini-batch (all ``(B, T)``), with veRL's global counts of that mini-batch."""
     import torch
 
     from luffy.mix_src.core_algos import compute_token_on_off_policy_loss
+    from luffy.mix_src.guidance import sft_coef
     from luffy.mix_src.sft_loss import sft_nll_loss
 
     maskb = mask.bool()
@@ -127,7 +159,9 @@ def policy_loss(old_log_prob, log_prob, adv, mask, off_tokens, arm: Arm, cfg: La
             old_log_prob, log_prob, adv, on.float(), torch.zeros_like(off_tokens), off_policy_reshape="no_reshape",
             loss_remove_token_mean=True, loss_remove_clip=True, global_batch_info=info)
         target = maskb & off_tokens
-        return pg + arm.sft_loss_coef * sft_nll_loss(log_prob, target, int(target.sum()))
+        mu = sft_coef(arm.sft_coef_schedule, progress, arm.sft_loss_coef, arm.sft_coef_valley, arm.sft_coef_warmup)
+        rl_scale = 1.0 - mu if arm.sft_rl_complement else 1.0
+        return rl_scale * pg + mu * sft_nll_loss(log_prob, target, int(target.sum()), token_weight=arm.sft_token_weight)
     info = {"dp_size": 1, "batch_num_tokens": int(mask.sum()), "global_batch_size": int(maskb.any(dim=1).sum()),
             "loss_scale_factor": cfg.max_response}
     loss, _ = compute_token_on_off_policy_loss(
@@ -142,10 +176,54 @@ def make_optimizer(model, cfg: LabConfig):
     return torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.999), weight_decay=cfg.weight_decay)
 
 
-def train_step(model, opt, prompts: Prompts, problems: list[Problem], arm: Arm, cfg: LabConfig,
-               sample_seed: int) -> dict[str, float]:
-    """One training step on ``problems``; returns its rollout statistics."""
+def hinted_traces(model, prompts: Prompts, problems: list[Problem], traces: list[list[int]], ratio: float,
+                  max_new_tokens: int) -> tuple[list[list[int]], list[int]]:
+    """Trace slots with a hint: the first ``floor(ratio * n)`` trace tokens (``n`` without its EOS, the
+    agent loop's rule in ``luffy.tokens``), then the policy's sampled continuation (temperature 1, up to
+    ``max_new_tokens`` in all). Returns the responses and their hint lengths; ratio 1 keeps the traces."""
+    import math
+
     import torch
+
+    if ratio >= 1.0:
+        return traces, [len(t) for t in traces]
+    tok = prompts.tokenizer
+    out, kept = [], []
+    for p, trace in zip(problems, traces):
+        k = math.floor(ratio * (len(trace) - 1))
+        ids = torch.tensor([prompts.ids(p) + trace[:k]], dtype=torch.long)
+        with torch.no_grad():
+            seq = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=True, temperature=1.0,
+                                 top_p=1.0, top_k=0, max_new_tokens=max_new_tokens - k, eos_token_id=tok.eos_token_id,
+                                 pad_token_id=tok.pad_token_id)[0, ids.shape[1]:].tolist()
+        if tok.eos_token_id in seq:
+            seq = seq[: seq.index(tok.eos_token_id) + 1]
+        out.append(trace[:k] + seq)
+        kept.append(k)
+    return out, kept
+
+
+def gated_advantages(rewards, off_policy, group, response_mask, arm: Arm):
+    """:func:`luffy.mix_src.guidance.gated_grpo_advantage` with the lab's rewards (no std normalisation):
+    ``(advantages (B, T), kept samples (B,), gate metrics)``."""
+    import torch
+
+    from luffy.mix_src.guidance import gated_grpo_advantage
+
+    lengths = response_mask.sum(dim=1)  # (B,)
+    token_rewards = torch.zeros(response_mask.shape, dtype=torch.float32)
+    token_rewards[torch.arange(len(lengths)), (lengths - 1).clamp(min=0)] = rewards.float()
+    settings = {"gate": arm.gate, "accuracy_threshold": arm.accuracy_threshold, "max_successes": arm.max_successes,
+                "trace_in_stats": arm.adv_estimator != "grpo_split", "gated_trace_in_stats": False}
+    return gated_grpo_advantage(token_rewards, response_mask, group, off_policy, settings, norm_adv_by_std=False)
+
+
+def train_step(model, opt, prompts: Prompts, problems: list[Problem], arm: Arm, cfg: LabConfig,
+               sample_seed: int, progress: float = 0.0) -> dict[str, float]:
+    """One training step on ``problems`` at training ``progress`` in [0, 1]; returns its rollout statistics."""
+    import torch
+
+    from luffy.mix_src.prefix import prefix_ratio
 
     n = cfg.n
     n_prefix = n if arm.n_prefix < 0 else arm.n_prefix
@@ -156,21 +234,34 @@ def train_step(model, opt, prompts: Prompts, problems: list[Problem], arm: Arm, 
         torch.manual_seed(sample_seed)
         model.eval()
         generated, _ = sample(model, prompts, problems, num_samples=n_gen, max_new_tokens=cfg.max_response)
-    rows_problem, rows_resp, rows_off, rows_group = [], [], [], []
+    hint = [len(t) for t in traces]
+    if arm.prefix_strategy and n_prefix:
+        model.eval()
+        ratio = prefix_ratio(arm.prefix_strategy, 0.0, 1.0, progress, 0, n_prefix, "", True)
+        traces, hint = hinted_traces(model, prompts, problems, traces, ratio, cfg.max_response)
+    rows_problem, rows_resp, rows_off, rows_group, rows_hint = [], [], [], [], []
     for i, p in enumerate(problems):
         # SFT: every slot is the same trace, and the token-mean NLL of n copies is that of one
         slots = [traces[i]] * (1 if arm.sft == "only" else n_prefix) + generated[i * n_gen : (i + 1) * n_gen]
         for j, r in enumerate(slots):
+            is_trace = j < (1 if arm.sft == "only" else n_prefix)
             rows_problem.append(p)
             rows_resp.append(r)
-            rows_off.append(j < (1 if arm.sft == "only" else n_prefix))
+            rows_off.append(is_trace and hint[i] > 0)  # a hint of 0 tokens leaves a generated sample
+            rows_hint.append(hint[i] if is_trace else 0)
             rows_group.append(i)
     rewards = torch.tensor(correct(rows_resp, rows_problem, prompts.tokenizer, 1), dtype=torch.float32)
     off = torch.tensor(rows_off)
     group = torch.tensor(rows_group)
     with torch.no_grad():
         old_lp, mask = response_logprobs(model, prompts, rows_problem, rows_resp, cfg.max_response)
-    adv = advantages(rewards, off, group, mask, arm.adv_estimator)
+    gate_stats: dict[str, float] = {}
+    if arm.gate != "none":
+        adv, keep, gate_stats = gated_advantages(rewards, off, group, mask, arm)
+        mask = mask * keep.long().unsqueeze(1)  # dropped traces leave the loss (the trainer's response_mask)
+    else:
+        adv = advantages(rewards, off, group, mask, arm.adv_estimator)
+    hint_tokens = torch.arange(mask.shape[1])[None, :] < torch.tensor(rows_hint)[:, None]  # (B, T)
     model.train()
     per_update = cfg.mini_batch
     for start in range(0, len(problems), per_update):
@@ -178,8 +269,8 @@ def train_step(model, opt, prompts: Prompts, problems: list[Problem], arm: Arm, 
         idx = torch.tensor(rows)
         lp, _ = response_logprobs(model, prompts, [rows_problem[k] for k in rows], [rows_resp[k] for k in rows],
                                   cfg.max_response)
-        off_tokens = off[idx].unsqueeze(1).expand_as(mask[idx]) & mask[idx].bool()
-        loss = policy_loss(old_lp[idx], lp, adv[idx], mask[idx], off_tokens, arm, cfg)
+        off_tokens = hint_tokens[idx] & mask[idx].bool()
+        loss = policy_loss(old_lp[idx], lp, adv[idx], mask[idx], off_tokens, arm, cfg, progress)
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -187,8 +278,11 @@ def train_step(model, opt, prompts: Prompts, problems: list[Problem], arm: Arm, 
     model.eval()
     on = ~off
     solved_groups = sum(bool(rewards[(group == g) & on].sum() > 0) for g in range(len(problems))) if n_gen else 0
-    return {"reward": float(rewards[on].mean()) if n_gen else float("nan"), "groups_with_success":
-            solved_groups / len(problems)}
+    stats = {"reward": float(rewards[on].mean()) if n_gen else float("nan"), "groups_with_success":
+             solved_groups / len(problems)}
+    if "luffy/guided_group_frac" in gate_stats:
+        stats["guided_groups"] = gate_stats["luffy/guided_group_frac"]
+    return stats
 
 
 def run_arm(name: str, base_dir: str | Path, data: ToyData, seed: int, cfg: LabConfig,
@@ -219,7 +313,7 @@ def run_arm(name: str, base_dir: str | Path, data: ToyData, seed: int, cfg: LabC
         elif step == switch and switch:
             opt = make_optimizer(model, cfg)  # SFT then RL: a second training from the SFT weights
         train[step + 1] = train_step(model, opt, prompts, step_prompts(order, step, cfg.batch), current, cfg,
-                                     sample_seed=seed * 100_003 + step)
+                                     sample_seed=seed * 100_003 + step, progress=step / max(cfg.steps - 1, 1))
         done = step + 1
         if save_at and done in save_at:
             model.save_pretrained(str(save_at[done]))

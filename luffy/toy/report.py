@@ -14,14 +14,15 @@ import re
 import statistics
 from pathlib import Path
 
-from luffy.toy.lab import LABELS, eval_seed
+from luffy.toy.lab import LABELS, SUCCESSOR_ARMS, eval_seed
 from luffy.toy.task import ToyData
 
 Sweep = dict[str, dict[int, dict[int, dict[str, float]]]]
 """arm -> seed -> step -> metrics"""
 
 COLORS = {"luffy": "tab:red", "luffy_split": "tab:orange", "grpo": "tab:blue", "sft": "tab:green",
-          "rl_sft_loss": "tab:purple", "sft_rl": "tab:brown"}
+          "rl_sft_loss": "tab:purple", "sft_rl": "tab:brown", "hpt": "tab:pink", "bread": "tab:olive",
+          "chord": "tab:cyan", "hint_anneal": "tab:gray"}
 NAMES = {"id_greedy": "ID greedy acc.", "id_pass8": "ID pass@8", "id_sampled": "ID sampled acc.",
          "entropy": "entropy of own samples", "trace_logprob": "held-out trace log-prob",
          "retention_greedy": "OOD retention acc.", "transfer_greedy": "OOD transfer acc."}
@@ -118,14 +119,16 @@ def claim_verdicts(sweep: Sweep, luffy_arm: str = "luffy", summary: str = "final
 
 
 def claims_table(sweep: Sweep, summary: str = "final") -> str:
-    """Markdown: one row per claim (LUFFY's recipe, then grpo_split) with per-seed values and the verdict."""
+    """Markdown: one row per claim (LUFFY's recipe, grpo_split, then each successor's arm in the sweep in
+    LUFFY's place) with per-seed values and the verdict."""
     seeds = sorted({s for by_seed in sweep.values() for s in by_seed})
     when = "final step" if summary == "final" else "mean over the run's evaluations"
     head = f"| claim | LUFFY arm vs | metric ({when}) | " + " | ".join(f"seed {s}" for s in seeds) + " | verdict |"
     lines = [head, "|" + " --- |" * (4 + len(seeds))]
-    for luffy_arm in ("luffy", "luffy_split"):
+    for luffy_arm in ("luffy", "luffy_split", *SUCCESSOR_ARMS):
         for claim, other, metric, cells, holds, m in claim_verdicts(sweep, luffy_arm, summary):
-            name = claim if luffy_arm == "luffy" else claim.replace("LUFFY", "LUFFY (grpo_split)")
+            in_place = {"luffy": "LUFFY", "luffy_split": "LUFFY (grpo_split)"}.get(luffy_arm, luffy_arm)
+            name = claim.replace("LUFFY", in_place)
             verdict = f"holds in {holds} of {m} seeds"
             lines.append(f"| {name} | {other} | {metric} | " + " | ".join(cells) + f" | {verdict} |")
     return "\n".join(lines)
