@@ -192,9 +192,14 @@ def print_profile(scale: Scale, runs: dict[str, tuple[list[dict[str, float]], Pa
     return profiles
 
 
-def print_floor(scale: Scale, floors: dict[str, dict[str, float]], profiles: dict[str, dict]) -> list[float]:
+def print_floor(
+    scale: Scale, floors: dict[str, dict[str, float]], profiles: dict[str, dict], threads: int
+) -> list[float]:
     """Each trainer's step period beside its plain-transformers floor; returns the ratios."""
-    print(f"\n[{scale.name}] plain-transformers floor of the same work (benchmarks/step_floor.py, 1 thread), seconds")
+    print(
+        f"\n[{scale.name}] plain-transformers floor of the same work (benchmarks/step_floor.py, {threads} "
+        f"thread{'s' if threads > 1 else ''}), seconds"
+    )
     cols = ("gen", "reward", "old_log_prob", "update_actor", "step")
     print(f"{'run':<14}" + "".join(f"{c:>13}" for c in cols) + f"{'trainer':>10}{'ratio':>8}")
     ratios = []
@@ -217,6 +222,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--gen_n", type=int, default=4, help="GRPO's samples per prompt, generation-heavy scale")
     parser.add_argument("--gen_response_len", type=int, default=512)
     parser.add_argument("--gen_steps", type=int, default=4, help="steps per run, the first one is warm-up")
+    parser.add_argument(
+        "--floor_threads",
+        type=int,
+        default=1,
+        help="torch threads of the floor (default 1: each process of the CPU run has one, OMP_NUM_THREADS=1)",
+    )
     parser.add_argument("--work_dir", type=Path, default=None, help="default: a temporary folder")
     args = parser.parse_args(argv)
     scales = {
@@ -292,10 +303,15 @@ def main(argv: list[str] | None = None) -> None:
             f"LUFFY n={same_gen}": (same_gen, scale.n),
         }
         floors = {
-            k: measure_floor(work / "tiny_model", data, FloorWork(scale.batch, n, gen, scale.response_len))
+            k: measure_floor(
+                work / "tiny_model",
+                data,
+                FloorWork(scale.batch, n, gen, scale.response_len),
+                threads=args.floor_threads,
+            )
             for k, (n, gen) in works.items()
         }
-        ratios = print_floor(scale, floors, profiles)
+        ratios = print_floor(scale, floors, profiles, args.floor_threads)
         print()
         medians = [phase_rows(steps)["step"] for steps in runs.values()]
         summary.append((scale, medians, ratios))

@@ -2,7 +2,7 @@
 # Settings every tiny CPU run of veRL's V1 trainer needs. Source it (`source exp_scripts/common_tiny_cpu.sh`)
 # BEFORE anything starts Ray: the exports reach Ray's workers only if set before `ray.init`.
 # Then pass "${CPU_ARGS[@]}" to the hydra entry point, before run-specific overrides.
-# Sizes can be overridden from the environment (e.g. NUM_RANKS=2).
+# Sizes can be overridden from the environment (e.g. NUM_RANKS=2, ACTOR_THREADS=2).
 
 # veRL picks its platform once per process: luffy's "cpu" platform (device "cpu", gloo collectives).
 export VERL_PLATFORM=cpu
@@ -11,6 +11,9 @@ export VERL_USE_EXTERNAL_MODULES=luffy.plugin
 # Quiet, single-threaded helpers on a small shared machine.
 export TOKENIZERS_PARALLELISM=false
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
+# The actor worker's torch threads (its phases run while the rollout waits): more only on idle cores.
+# On 2 busy cores OpenMP's waiting threads cost far more than they give (docs/benchmarks.md).
+export LUFFY_CPU_ACTOR_THREADS="${ACTOR_THREADS:-${OMP_NUM_THREADS}}"
 export RAY_DEDUP_LOGS=0
 export HYDRA_FULL_ERROR=1
 export VERL_LOGGING_LEVEL="${VERL_LOGGING_LEVEL:-WARN}"

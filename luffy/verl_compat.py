@@ -330,6 +330,14 @@ TOUCHES: tuple[VerlTouch, ...] = (
     ),
     VerlTouch(
         "override",
+        "verl.experimental.agent_loop.agent_loop:AgentLoopBase.ct_build_initial_tokens",
+        "MixAgentLoop.ct_build_initial_tokens",
+        "a text-only prompt's token ids are built once per process and shared by its n sessions: relies on "
+        "the ids depending only on the tokenizer, builder type, chat-template kwargs, prompt length and messages",
+        "cc0ef93a0db8",
+    ),
+    VerlTouch(
+        "override",
         "verl.utils.dataset.rl_dataset:RLHFDataset.maybe_filter_out_long_prompts",
         "mix_src.dataset.LuffyRLHFDataset",
         "checks the target column on the loaded frame, then veRL's filter",

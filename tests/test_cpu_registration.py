@@ -156,3 +156,27 @@ def test_fast_poll_replay_buffer_interval(interval, ok):
     else:
         with pytest.raises(ValueError, match="poll_interval_s"):
             FastPollReplayBuffer(**kwargs)
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "two", "1.5"])
+def test_actor_threads_refuses_a_bad_value(monkeypatch, value):
+    from luffy.cpu.worker import ACTOR_THREADS_ENV, apply_actor_threads
+
+    monkeypatch.setenv(ACTOR_THREADS_ENV, value)
+    with pytest.raises(ValueError, match=ACTOR_THREADS_ENV):
+        apply_actor_threads()
+
+
+def test_actor_threads_sets_torch_threads(monkeypatch):
+    import torch
+
+    from luffy.cpu.worker import ACTOR_THREADS_ENV, apply_actor_threads
+
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.setenv(ACTOR_THREADS_ENV, "2")
+        assert apply_actor_threads() == 2 == torch.get_num_threads()
+        monkeypatch.delenv(ACTOR_THREADS_ENV)
+        assert apply_actor_threads() == 2  # unset: torch's setting stays
+    finally:
+        torch.set_num_threads(before)

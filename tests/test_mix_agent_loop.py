@@ -281,3 +281,50 @@ def test_prefix_guided_sample_keeps_its_prefix_mask_when_resumed_as_a_partial_ro
     assert mask[0, :k].all() and not mask[0, k:].any()
     # the generated part spans two weight versions
     assert (out.extra_fields["min_global_steps"], out.extra_fields["max_global_steps"]) == (STEP - 1, STEP)
+
+
+def test_sessions_of_one_prompt_tokenise_it_once(tiny_model_dir, monkeypatch):
+    """The n sessions of a prompt, run concurrently, share one tokenisation; their prompt ids are the
+    builder's own, and another prompt gets its own ids."""
+    from transformers import AutoTokenizer
+
+    cfg = _config(tiny_model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_model_dir))
+    model_config = type("ModelConfig", (), {"local_path": str(tiny_model_dir)})()
+    other = [{"role": "user", "content": "What is 3 + 4?"}]
+    builds = []
+
+    async def main():
+        server = HFRolloutServer(cfg.actor_rollout_ref.rollout, model_config)
+        client = ServerClient(server)
+
+        def make_loop():
+            return MixAgentLoop(
+                trainer_config=DictConfigWrap(cfg), server_manager=client, tokenizer=tokenizer, processor=None,
+                dataset_cls=RLHFDataset, data_config=DictConfigWrap(cfg.data),
+            )
+
+        builder_cls = type(make_loop().continuous_token_builder)
+        reference = {
+            "a": make_loop().continuous_token_builder.build_initial_tokens(MESSAGES),
+            "b": make_loop().continuous_token_builder.build_initial_tokens(other),
+        }
+        original = builder_cls.build_initial_tokens
+
+        def counted(self, messages, **kwargs):
+            builds.append(messages[0]["content"])
+            return original(self, messages, **kwargs)
+
+        monkeypatch.setattr(builder_cls, "build_initial_tokens", counted)
+        params = {"temperature": 1.0, "max_tokens": 4, "logprobs": True}
+        runs = [
+            make_loop().run(dict(params), session_id=s, raw_prompt=messages, uid=uid, global_steps=1)
+            for uid, messages in (("a", MESSAGES), ("b", other))
+            for s in range(N)
+        ]
+        return await asyncio.gather(*runs), reference
+
+    outs, reference = asyncio.run(main())
+    assert sorted(builds) == sorted([MESSAGES[0]["content"], other[0]["content"]])  # once per prompt
+    for i, out in enumerate(outs):
+        assert out.prompt_ids == reference["a" if i < N else "b"]

@@ -28,6 +28,29 @@ def cpu_platform_selected() -> bool:
     return get_device_name() == PLATFORM_NAME
 
 
+ACTOR_THREADS_ENV = "LUFFY_CPU_ACTOR_THREADS"
+
+
+def apply_actor_threads() -> int:
+    """Give this actor worker ``$LUFFY_CPU_ACTOR_THREADS`` torch threads (unset: leave torch's setting).
+
+    Every process of a tiny CPU run has one thread (``OMP_NUM_THREADS=1``); in sync mode the actor's
+    phases run while the rollout waits, so on idle cores the actor alone may take more
+    (``ACTOR_THREADS`` in ``common_tiny_cpu.sh``). Returns the thread count now in effect.
+
+    Raises:
+        ValueError: the variable is not a positive integer.
+    """
+    import torch
+
+    value = os.environ.get(ACTOR_THREADS_ENV, "").strip()
+    if value:
+        if not value.isdigit() or int(value) < 1:
+            raise ValueError(f"{ACTOR_THREADS_ENV}={value!r}: must be a positive integer")
+        torch.set_num_threads(int(value))
+    return torch.get_num_threads()
+
+
 def prepare_cpu_process_group() -> None:
     """Start a plain ``gloo`` default process group when the platform is ``cpu`` (idempotent).
 
@@ -37,6 +60,7 @@ def prepare_cpu_process_group() -> None:
     """
     if dist.is_initialized() or not cpu_platform_selected():
         return
+    apply_actor_threads()
     rank, world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     dist.init_process_group(
         backend="gloo",

@@ -25,7 +25,10 @@ trainer masks those positions out (``mix_trainer.py``).
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
+from collections import OrderedDict
 from typing import Any
 
 from verl.experimental.agent_loop.agent_loop import AgentLoopOutput
@@ -46,6 +49,10 @@ PROGRESS_KEY = "luffy_training_progress"
 TARGET_LIST_KEY = "target_lst"  # LUFFY's column of several traces per prompt
 # One encoder per (tokenizer, response length) per process: its LRU cache serves every session.
 _ENCODERS: dict[tuple[int, int], TargetEncoder] = {}
+# Prompt token ids per (event loop, tokenizer, token builder, template settings, prompt length, messages),
+# shared by the n sessions of a prompt (MixAgentLoop.ct_build_initial_tokens); the first session's task.
+_PROMPT_TOKENS: OrderedDict[tuple, asyncio.Future] = OrderedDict()
+_PROMPT_TOKENS_MAX = 4096
 
 
 def _encoder(tokenizer: Any, response_length: int) -> TargetEncoder:
@@ -94,6 +101,29 @@ class MixAgentLoop(SingleTurnAgentLoop):
         self.prefix_steps = int(key("prefix_steps"))
         self.prefix_linear_max_ratio = float(key("prefix_linear_max_ratio"))
         self.use_target_lst = bool(key("use_target_lst"))
+
+    async def ct_build_initial_tokens(self, messages: list[dict], tools: list[dict] | None = None, **kwargs: Any):
+        # The n sessions of a prompt render and tokenise the same chat messages, each in veRL's executor
+        # thread, one after another on the worker's loop; a text-only prompt is tokenised once per process.
+        if tools or any(kwargs.get(k) for k in ("images", "videos", "audios")):
+            return await super().ct_build_initial_tokens(messages, tools=tools, **kwargs)
+        key = (
+            id(asyncio.get_running_loop()),
+            id(self.tokenizer),
+            type(self.continuous_token_builder).__qualname__,
+            json.dumps(self.apply_chat_template_kwargs, sort_keys=True, default=str),
+            self.rollout_config.prompt_length,
+            json.dumps(messages, sort_keys=True, default=str),
+        )
+        task = _PROMPT_TOKENS.get(key)
+        if task is None or (task.done() and task.exception() is not None):
+            task = asyncio.ensure_future(super().ct_build_initial_tokens(messages, **kwargs))
+            _PROMPT_TOKENS[key] = task
+            while len(_PROMPT_TOKENS) > _PROMPT_TOKENS_MAX:
+                _PROMPT_TOKENS.popitem(last=False)
+        else:
+            _PROMPT_TOKENS.move_to_end(key)
+        return list(await asyncio.shield(task))
 
     async def run(self, sampling_params: dict[str, Any], **kwargs) -> AgentLoopOutput:
         session_id = int(kwargs.get("session_id", 0))
