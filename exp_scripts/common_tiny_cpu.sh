@@ -11,9 +11,9 @@ export VERL_USE_EXTERNAL_MODULES=luffy.plugin
 # Quiet, single-threaded helpers on a small shared machine.
 export TOKENIZERS_PARALLELISM=false
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
-# The actor worker's torch threads (its phases run while the rollout waits): more only on idle cores.
-# On 2 busy cores OpenMP's waiting threads cost far more than they give (docs/benchmarks.md).
-export LUFFY_CPU_ACTOR_THREADS="${ACTOR_THREADS:-${OMP_NUM_THREADS}}"
+# ACTOR_THREADS: the actor worker's torch threads (its phases run while the rollout waits); more only on
+# idle cores: on 2 busy cores OpenMP's waiting threads cost far more than they give (docs/benchmarks.md).
+if [[ -n "${ACTOR_THREADS:-}" ]]; then export LUFFY_CPU_ACTOR_THREADS="${ACTOR_THREADS}"; fi
 export RAY_DEDUP_LOGS=0
 export HYDRA_FULL_ERROR=1
 export VERL_LOGGING_LEVEL="${VERL_LOGGING_LEVEL:-WARN}"

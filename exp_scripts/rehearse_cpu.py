@@ -84,7 +84,6 @@ ENV: dict[str, str] = {
     "VERL_USE_EXTERNAL_MODULES": "luffy.plugin",
     "TOKENIZERS_PARALLELISM": "false",
     "OMP_NUM_THREADS": "1",
-    "LUFFY_CPU_ACTOR_THREADS": "1",
     "RAY_DEDUP_LOGS": "0",
     "HYDRA_FULL_ERROR": "1",
     "VERL_LOGGING_LEVEL": "WARN",
