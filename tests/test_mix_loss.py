@@ -255,10 +255,9 @@ def test_sft_multitask_loss_is_ppo_on_on_policy_tokens_plus_coef_times_target_nl
     assert "actor/off_pg_loss" not in metrics and "actor/off_ratio_mean" not in metrics
 
 
-def test_sft_multitask_loss_hand_computed():
-    # one whole-target response of 1 token (p = 0.5) and one on-policy token with ratio 1 and advantage 2:
-    # token mean of PPO = -2 * 1 / 1, SFT = -log 0.5; d/dlog p: -2 (on-policy), -coef (target)
-    config = _sft_config()
+def _target_and_sample_batch() -> tuple[torch.Tensor, TensorDict]:
+    """Log-probs (4,) of two [prompt, response] sequences of one token each (the target's response token
+    p = 0.5, the sample's ratio 1 and advantage 2) and their micro-batch (extra_fields set by the caller)."""
     logp = torch.tensor([math.log(0.5), -1.0, -1.5, -3.0], dtype=torch.float64, requires_grad=True)
     data = TensorDict(
         {
@@ -270,6 +269,14 @@ def test_sft_multitask_loss_hand_computed():
         },
         batch_size=2,
     )
+    return logp, data
+
+
+def test_sft_multitask_loss_hand_computed():
+    # one whole-target response of 1 token (p = 0.5) and one on-policy token with ratio 1 and advantage 2:
+    # token mean of PPO = -2 * 1 / 1, SFT = -log 0.5; d/dlog p: -2 (on-policy), -coef (target)
+    config = _sft_config()
+    logp, data = _target_and_sample_batch()
     data["extra_fields"] = NonTensorStack({OFF_POLICY_KEY: True, PREFIX_LEN_KEY: 1}, {OFF_POLICY_KEY: False})
     tu.assign_non_tensor(data, dp_size=1, batch_num_tokens=2, global_batch_size=2)
     assert assign_sft_counts(data) == (1, 1, 1)
@@ -292,17 +299,7 @@ def test_chord_settings_hand_computed(progress):
         "actor_rollout_ref.actor.sft_loss_coef_valley=0.2",
         "actor_rollout_ref.actor.sft_rl_complement=true",
     )
-    logp = torch.tensor([math.log(0.5), -1.0, -1.5, -3.0], dtype=torch.float64, requires_grad=True)
-    data = TensorDict(
-        {
-            "prompts": _nested([torch.ones(1, dtype=torch.long)] * 2),
-            "responses": _nested([torch.ones(1, dtype=torch.long)] * 2),
-            "response_mask": _nested([torch.ones(1, dtype=torch.long)] * 2),
-            "old_log_probs": _nested([torch.tensor([-7.0]), torch.tensor([-1.5])]),
-            "advantages": _nested([torch.tensor([5.0]), torch.tensor([2.0])]),
-        },
-        batch_size=2,
-    )
+    logp, data = _target_and_sample_batch()
     data["extra_fields"] = NonTensorStack(
         {OFF_POLICY_KEY: True, PREFIX_LEN_KEY: 1, PROGRESS_FIELD: progress},
         {OFF_POLICY_KEY: False, PROGRESS_FIELD: progress},
