@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -95,7 +96,7 @@ def run(label: str, script: str, env: dict[str, str], args: list[str], log: Path
     start = time.monotonic()
     print(f"  {label:<34} ...", end="", flush=True)
     spans = log.with_suffix(".spans")
-    subprocess.run(["rm", "-rf", str(spans)], check=True)
+    shutil.rmtree(spans, ignore_errors=True)
     with log.open("w") as out:
         proc = subprocess.run(
             ["bash", str(REPO / "exp_scripts" / script), *args],

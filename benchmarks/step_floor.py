@@ -15,8 +15,6 @@ log-probs of all ``batch x n`` sequences once without gradients, then one forwar
 from __future__ import annotations
 
 import argparse
-import ast
-import json
 import statistics
 import time
 from dataclasses import dataclass
@@ -38,16 +36,6 @@ class FloorWork:
     prompt_len: int = 512
 
 
-def _cell(value):
-    """A parquet cell that may hold a Python/JSON literal string or the object itself."""
-    if isinstance(value, str):
-        try:
-            return json.loads(value)
-        except ValueError:
-            return ast.literal_eval(value)
-    return value
-
-
 def _rows(parquet: Path, count: int) -> list[dict]:
     import pandas as pd
 
@@ -65,11 +53,13 @@ def _token_logprobs(model, ids: torch.Tensor, mask: torch.Tensor, start: int) ->
 
 def _one_step(model, tokenizer, optimizer, rows: list[dict], work: FloorWork) -> dict[str, float]:
     from luffy.scoring import score_responses
+    from luffy.scoring.ground_truth import ground_truth_text
+    from luffy.tokens import pick_target
 
     times: dict[str, float] = {}
     t = time.perf_counter()
     texts = [
-        tokenizer.apply_chat_template(_cell(r["prompt"]), add_generation_prompt=True, tokenize=False) for r in rows
+        tokenizer.apply_chat_template(list(r["prompt"]), add_generation_prompt=True, tokenize=False) for r in rows
     ]
     tokenizer.padding_side = "left"
     enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
@@ -90,7 +80,7 @@ def _one_step(model, tokenizer, optimizer, rows: list[dict], work: FloorWork) ->
     responses = [[tok for tok in seq if tok != pad] for seq in responses]
     groups: list[list[list[int]]] = []
     for i, row in enumerate(rows):
-        trace = tokenizer(_cell(row["target"])[0]["content"], add_special_tokens=False)["input_ids"]
+        trace = tokenizer(pick_target(row["target"]), add_special_tokens=False)["input_ids"]
         own = responses[i * work.generated : (i + 1) * work.generated]
         groups.append(own + [trace[: work.response_len]] * (work.n - work.generated))
     times["gen"] = time.perf_counter() - t
@@ -98,7 +88,7 @@ def _one_step(model, tokenizer, optimizer, rows: list[dict], work: FloorWork) ->
     t = time.perf_counter()
     scores = []
     for row, group in zip(rows, groups):
-        truth = str(_cell(row["reward_model"])["ground_truth"])
+        truth = ground_truth_text(row["reward_model"]["ground_truth"])
         texts_out = tokenizer.batch_decode(group, skip_special_tokens=True)
         scores += [float(s.correct) for s in score_responses(row["data_source"], texts_out, truth)]
     times["reward"] = time.perf_counter() - t

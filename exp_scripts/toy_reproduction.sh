@@ -51,12 +51,12 @@ Q="${Q:-0.35}"
 BATCH="${BATCH:-8}"
 MINI_BATCH="${MINI_BATCH:-${BATCH}}"  # one optimizer update a step (see docs/toy.md for the pilot)
 RESPONSE_LEN=64   # a 3-digit trace is 41 tokens with its EOS; also the loss's length normaliser
+ALL_ARMS="luffy luffy_split grpo sft rl_sft_loss sft_rl hpt bread chord hint_anneal"  # luffy/toy/lab.py ARMS
 if [[ "${QUICK}" == 1 ]]; then
   SEEDS="${SEEDS:-0}" ARMS="${ARMS:-luffy grpo}" STEPS="${STEPS:-6}" EVAL_EVERY="${EVAL_EVERY:-3}"
   PRETRAIN_STEPS="${PRETRAIN_STEPS:-600}" TRAINER_ARMS="${TRAINER_ARMS:-}" STEPSIZE=0
   FIGURE="${FIGURE:-${OUT_DIR}/toy_reproduction.png}"
 else
-  ALL_ARMS="luffy luffy_split grpo sft rl_sft_loss sft_rl hpt bread chord hint_anneal"
   SEEDS="${SEEDS:-0 1 2 3 4}" ARMS="${ARMS:-${ALL_ARMS}}"
   STEPS="${STEPS:-40}" EVAL_EVERY="${EVAL_EVERY:-5}" PRETRAIN_STEPS="${PRETRAIN_STEPS:-1000}"
   TRAINER_ARMS="${TRAINER_ARMS-${ALL_ARMS}}" STEPSIZE="${STEPSIZE:-1}"
@@ -143,7 +143,7 @@ arm_args() {
     hpt) echo "actor_rollout_ref.rollout.n_prefix=1 ${SFT_TERM} algorithm.adv_estimator=grpo_split algorithm.guidance_gate=accuracy algorithm.guidance_accuracy_threshold=0.5" ;;
     bread) echo "actor_rollout_ref.rollout.n_prefix=1 actor_rollout_ref.actor.off_policy_reshape=p_div_p_0.1 algorithm.adv_estimator=grpo algorithm.guidance_gate=successes algorithm.guidance_max_successes=0" ;;
     chord) echo "actor_rollout_ref.rollout.n_prefix=1 ${SFT_TERM} actor_rollout_ref.actor.sft_loss_coef=0.9 actor_rollout_ref.actor.sft_token_weight=p_one_minus_p actor_rollout_ref.actor.sft_loss_coef_schedule=warmup_cosine actor_rollout_ref.actor.sft_loss_coef_valley=0.05 actor_rollout_ref.actor.sft_loss_coef_warmup=0.1 actor_rollout_ref.actor.sft_rl_complement=true algorithm.adv_estimator=grpo_split" ;;
-    *) echo "toy_reproduction.sh: unknown arm '$1' in TRAINER_ARMS (${ALL_ARMS:-luffy luffy_split grpo sft rl_sft_loss sft_rl hpt bread chord hint_anneal})" >&2; return 1 ;;
+    *) echo "toy_reproduction.sh: unknown arm '$1' in TRAINER_ARMS (${ALL_ARMS})" >&2; return 1 ;;
   esac
 }
 

@@ -100,3 +100,20 @@ def test_a_sweep_extends_the_runs_of_the_same_settings_and_drops_others(tmp_path
     assert {arm: sorted(by_seed) for arm, by_seed in kept.items()} == {"luffy": ["0"], "grpo": ["3"]}
     assert "2 earlier runs kept, 2 of other settings dropped" in capsys.readouterr().out
     assert script._kept_results(tmp_path / "missing.json", config, {}) == {}
+
+
+def test_the_scripts_arm_lists_are_the_labs():
+    """toy_reproduction.py (which keeps --help free of the loop's imports) and .sh name the lab's arms."""
+    import importlib.util
+    import re
+    from pathlib import Path
+
+    from luffy.toy.lab import ARMS
+
+    scripts = Path(__file__).resolve().parents[1] / "exp_scripts"
+    spec = importlib.util.spec_from_file_location("toy_reproduction", scripts / "toy_reproduction.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    assert script.ARM_NAMES == tuple(ARMS)
+    all_arms = re.search(r'^ALL_ARMS="([^"]*)"', (scripts / "toy_reproduction.sh").read_text(), re.M).group(1)
+    assert all_arms.split() == list(ARMS)

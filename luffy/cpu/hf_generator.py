@@ -137,15 +137,13 @@ class HFGenerator:
         return out.past_key_values, out.logits[:, -1, :].float(), input_ids, attention_mask
 
     @staticmethod
-    def _join_caches(old: Any, new: Any, old_len: int, new_len: int) -> None:
-        """Append ``new``'s rows to ``old`` in place, left-padding the shorter one with zeros (masked out)."""
+    def _join_caches(old: Any, new: Any, grow: int) -> None:
+        """Append ``new``'s rows to ``old`` in place; ``old`` is ``grow`` positions shorter and is left-padded
+        with zeros (masked out), since joining prompts are prefilled at least as wide as the batch."""
         for a, b in zip(old.layers, new.layers):
             for attr in ("keys", "values"):
-                x, y = getattr(a, attr), getattr(b, attr)  # (B, H, L, D)
-                width = max(old_len, new_len)
-                x = torch.nn.functional.pad(x, (0, 0, width - old_len, 0))
-                y = torch.nn.functional.pad(y, (0, 0, width - new_len, 0))
-                setattr(a, attr, torch.cat([x, y], dim=0))
+                x = torch.nn.functional.pad(getattr(a, attr), (0, 0, grow, 0))  # (B, H, L, D)
+                setattr(a, attr, torch.cat([x, getattr(b, attr)], dim=0))
 
     @torch.no_grad()
     def generate(
@@ -220,8 +218,8 @@ class HFGenerator:
                 width = attention_mask.shape[1] if keep else 0
                 new_past, new_logits, new_ids, new_mask = self._prefill(joining, max(width, *map(len, joining)))
                 if keep:
-                    self._join_caches(past, new_past, width, new_ids.shape[1])
                     grow = new_ids.shape[1] - width  # > 0 when a joining prompt is longer than the batch so far
+                    self._join_caches(past, new_past, grow)
                     attention_mask = torch.cat([torch.nn.functional.pad(attention_mask, (grow, 0)), new_mask])
                     input_ids = torch.cat(
                         [torch.nn.functional.pad(input_ids, (grow, 0), value=self.pad_token_id), new_ids]

@@ -124,19 +124,24 @@ def step_prompts(order: list[Problem], step: int, batch: int) -> list[Problem]:
     return [order[(start + i) % len(order)] for i in range(batch)]
 
 
-def advantages(rewards, off_policy, group, response_mask, estimator: str):
-    """This package's GRPO advantages (``(B, T)``) for sequence ``rewards`` ``(B,)``, ``off_policy``
-    ``(B,)`` bool, ``group`` ``(B,)`` prompt ids, no std normalisation."""
+def last_token_rewards(rewards, response_mask):
+    """Sequence ``rewards`` ``(B,)`` placed on each response's last token: ``(B, T)`` float32."""
     import torch
-
-    from luffy.mix_src.advantage import compute_grpo_outcome_advantage_split
 
     lengths = response_mask.sum(dim=1)  # (B,)
     token_rewards = torch.zeros(response_mask.shape, dtype=torch.float32)
-    token_rewards[torch.arange(len(lengths)), (lengths - 1).clamp(min=0)] = rewards.float()  # reward on the last token
+    token_rewards[torch.arange(len(lengths)), (lengths - 1).clamp(min=0)] = rewards.float()
+    return token_rewards
+
+
+def advantages(rewards, off_policy, group, response_mask, estimator: str):
+    """This package's GRPO advantages (``(B, T)``) for sequence ``rewards`` ``(B,)``, ``off_policy``
+    ``(B,)`` bool, ``group`` ``(B,)`` prompt ids, no std normalisation."""
+    from luffy.mix_src.advantage import compute_grpo_outcome_advantage_split
+
     adv, _ = compute_grpo_outcome_advantage_split(
-        token_rewards, response_mask, group, off_policy_mask=off_policy, norm_adv_by_std=False,
-        stats_from="on_policy" if estimator == "grpo_split" else "all")
+        last_token_rewards(rewards, response_mask), response_mask, group, off_policy_mask=off_policy,
+        norm_adv_by_std=False, stats_from="on_policy" if estimator == "grpo_split" else "all")
     return adv
 
 
@@ -206,16 +211,13 @@ def hinted_traces(model, prompts: Prompts, problems: list[Problem], traces: list
 def gated_advantages(rewards, off_policy, group, response_mask, arm: Arm):
     """:func:`luffy.mix_src.guidance.gated_grpo_advantage` with the lab's rewards (no std normalisation):
     ``(advantages (B, T), kept samples (B,), gate metrics)``."""
-    import torch
-
     from luffy.mix_src.guidance import gated_grpo_advantage
 
-    lengths = response_mask.sum(dim=1)  # (B,)
-    token_rewards = torch.zeros(response_mask.shape, dtype=torch.float32)
-    token_rewards[torch.arange(len(lengths)), (lengths - 1).clamp(min=0)] = rewards.float()
     settings = {"gate": arm.gate, "accuracy_threshold": arm.accuracy_threshold, "max_successes": arm.max_successes,
                 "trace_in_stats": arm.adv_estimator != "grpo_split", "gated_trace_in_stats": False}
-    return gated_grpo_advantage(token_rewards, response_mask, group, off_policy, settings, norm_adv_by_std=False)
+    return gated_grpo_advantage(
+        last_token_rewards(rewards, response_mask), response_mask, group, off_policy, settings, norm_adv_by_std=False
+    )
 
 
 def train_step(model, opt, prompts: Prompts, problems: list[Problem], arm: Arm, cfg: LabConfig,
