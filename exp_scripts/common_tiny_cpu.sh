@@ -13,7 +13,13 @@ export TOKENIZERS_PARALLELISM=false
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 # ACTOR_THREADS: the actor worker's torch threads (its phases run while the rollout waits); more only on
 # idle cores: on 2 busy cores OpenMP's waiting threads cost far more than they give (docs/benchmarks.md).
-if [[ -n "${ACTOR_THREADS:-}" ]]; then export LUFFY_CPU_ACTOR_THREADS="${ACTOR_THREADS}"; fi
+if [[ -n "${ACTOR_THREADS:-}" ]]; then
+  if [[ ! "${ACTOR_THREADS}" =~ ^[1-9][0-9]*$ ]]; then  # before Ray: the worker's own check would fail inside it
+    echo "error: ACTOR_THREADS=${ACTOR_THREADS}: must be a positive integer" >&2
+    exit 2
+  fi
+  export LUFFY_CPU_ACTOR_THREADS="${ACTOR_THREADS}"
+fi
 export RAY_DEDUP_LOGS=0
 export HYDRA_FULL_ERROR=1
 export VERL_LOGGING_LEVEL="${VERL_LOGGING_LEVEL:-WARN}"

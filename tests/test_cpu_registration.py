@@ -180,3 +180,16 @@ def test_actor_threads_sets_torch_threads(monkeypatch):
         assert apply_actor_threads() == 2  # unset: torch's setting stays
     finally:
         torch.set_num_threads(before)
+
+
+def test_a_bad_actor_threads_stops_the_run_script_before_ray(tmp_path):
+    import os
+    import subprocess
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "exp_scripts" / "train_tiny_cpu.sh"
+    env = {**os.environ, "ACTOR_THREADS": "two", "OUT_DIR": str(tmp_path)}
+    proc = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "error: ACTOR_THREADS=two: must be a positive integer"
+    assert not any(tmp_path.iterdir())  # nothing built, nothing started
