@@ -7,8 +7,9 @@
 # Settings (environment): OUT_DIR, SAMPLE_JSONL, STEPS, BATCH, N, N_PREFIX, PROMPT_LEN, RESPONSE_LEN, LR,
 # FIGURE ("none": no plot), RESUME (1: resume for one more step after the run; 0: skip), SAVE_FREQ and
 # TEST_FREQ (default: at the last step), DUMP_ROLLOUTS (1: write each step's samples to
-# $OUT_DIR/rollouts/<step>.jsonl), FRESH (1: delete $OUT_DIR/checkpoints and rollouts first; by default
-# an interrupted run is resumed from the checkpoints already there and nothing is deleted).
+# $OUT_DIR/rollouts/<step>.jsonl), FRESH (1: delete $OUT_DIR/checkpoints, rollouts and metrics first; by
+# default an interrupted run is resumed from the checkpoints already there, a finished one is left as it
+# is, and nothing is deleted).
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -47,10 +48,26 @@ tiny_luffy_args
 rollout_dump=null
 [[ "${DUMP_ROLLOUTS}" == 1 ]] && rollout_dump="${OUT_DIR}/rollouts"
 
-# One LUFFY run; $1 = total steps, $2 = metrics JSONL, $3 = console log, then extra overrides.
+# The step the checkpoints in OUT_DIR reach (0: none).
+checkpointed_step() {
+  local latest="${OUT_DIR}/checkpoints/latest_checkpointed_iteration.txt"
+  if [[ -s "${latest}" ]]; then tr -dc '0-9' <"${latest}"; else echo 0; fi
+}
+
+# One LUFFY run; $1 = total steps, $2 = metrics JSONL, $3 = console log, then extra overrides. A run the
+# checkpoints already reach is skipped; metrics of an earlier, interrupted run are kept beside the new
+# file (veRL's file logger starts its file afresh) as <name>.part<k>.jsonl, and plotted with it.
 run_luffy() {
-  local total_steps="$1" metrics="$2" log="$3"
+  local total_steps="$1" metrics="$2" log="$3" k=1
   shift 3
+  if (( $(checkpointed_step) >= total_steps )); then
+    echo "${OUT_DIR}/checkpoints already reach step ${total_steps}: that run is done (FRESH=1 starts afresh)" >&2
+    return 0
+  fi
+  if [[ -s "${metrics}" ]]; then
+    while [[ -e "${metrics%.jsonl}.part${k}.jsonl" ]]; do k=$((k + 1)); done
+    mv "${metrics}" "${metrics%.jsonl}.part${k}.jsonl"
+  fi
   VERL_FILE_LOGGER_PATH="${metrics}" "${PYTHON}" -m luffy.mix_src.main_mix_ppo \
     "${CPU_ARGS[@]}" \
     "${TINY_LUFFY_ARGS[@]}" \
@@ -74,18 +91,27 @@ run_luffy() {
 
 if [[ "${FRESH}" == 1 ]]; then
   rm -rf "${OUT_DIR}/checkpoints" "${OUT_DIR}/rollouts"
+  rm -f "${OUT_DIR}"/metrics*.jsonl
 elif [[ -e "${OUT_DIR}/checkpoints/latest_checkpointed_iteration.txt" ]]; then
   echo "resuming from the checkpoints in ${OUT_DIR}/checkpoints (FRESH=1 deletes them and starts afresh)" >&2
 fi
 run_luffy "${STEPS}" "${OUT_DIR}/metrics.jsonl" "${OUT_DIR}/train.log" "$@"
-metric_files=("${OUT_DIR}/metrics.jsonl")
+names=(metrics)
 if [[ "${RESUME}" == 1 ]]; then
   # same command, one step further: veRL's resume_mode=auto restores model, optimizer and data order
   run_luffy "$((STEPS + 1))" "${OUT_DIR}/metrics_resume.jsonl" "${OUT_DIR}/resume.log" "$@"
-  metric_files+=("${OUT_DIR}/metrics_resume.jsonl")
+  names+=(metrics_resume)
 fi
+metric_files=()  # every non-empty metrics file of this OUT_DIR, earlier parts first
+for name in "${names[@]}"; do
+  for f in "${OUT_DIR}/${name}".part*.jsonl "${OUT_DIR}/${name}.jsonl"; do
+    [[ -s "${f}" ]] && metric_files+=("${f}")
+  done
+done
 
-if [[ "${FIGURE}" != none ]]; then
+if (( ${#metric_files[@]} == 0 )); then
+  echo "no metrics in ${OUT_DIR} to plot" >&2
+elif [[ "${FIGURE}" != none ]]; then
   "${PYTHON}" exp_scripts/plot_metrics.py "${metric_files[@]}" --out "${FIGURE}" --title "LUFFY, tiny CPU run"
 fi
 report_step_times "${OUT_DIR}/train.log"

@@ -101,3 +101,14 @@ def test_figure_written(tiny_run, tmp_path):
     assert steps == list(range(1, STEPS + 2))
     assert probs == [by_step[s]["luffy/off_policy_prob"] for s in steps]
     assert {"luffy/reward_on_policy", "luffy/reward_off_policy", "response_length/mean"} <= set(drawn)
+
+
+def test_rerunning_a_finished_run_keeps_its_metrics(tiny_run):
+    """The same command again on a finished OUT_DIR trains nothing and loses no metrics (veRL's file
+    logger would start metrics.jsonl afresh): both runs are skipped, the figure is drawn again."""
+    before = {p.name: p.read_bytes() for p in tiny_run.glob("metrics*.jsonl")}
+    assert before["metrics.jsonl"] and before["metrics_resume.jsonl"]
+    (tiny_run / "figure.png").unlink()
+    run_tiny_cpu(tiny_run, FIGURE=tiny_run / "figure.png", STEPS=STEPS, BATCH=BATCH, N=N, N_PREFIX=N_PREFIX)
+    assert {p.name: p.read_bytes() for p in tiny_run.glob("metrics*.jsonl")} == before
+    assert (tiny_run / "figure.png").stat().st_size > 0
