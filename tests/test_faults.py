@@ -449,7 +449,8 @@ def test_killed_driver_leaves_no_ray_and_no_checkpoint_is_deleted(tmp_path):
     keep = out / "checkpoints" / "keep.txt"
     keep.write_text("an earlier run's file")
     ray_tmp = f"/tmp/luffy_ray_fault_{os.getpid()}"
-    env = _env() | {"OUT_DIR": str(out), "STEPS": "1", "RESUME": "0", "LUFFY_RAY_TMP": ray_tmp,
+    # 5 steps: under CI's load a 1-step run could reach its end (and shut its Ray down) before the kill
+    env = _env() | {"OUT_DIR": str(out), "STEPS": "5", "RESUME": "0", "LUFFY_RAY_TMP": ray_tmp,
                     "FIGURE": str(tmp_path / "f.png")}
     env.pop("RAY_ADDRESS", None)
     script = subprocess.Popen(["bash", str(REPO / "exp_scripts/train_tiny_cpu.sh")], env=env, cwd=REPO,
